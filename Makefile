@@ -1,0 +1,25 @@
+# BackHug: the two commands are `make run` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+ENV := source ./env.sh &&
+
+.PHONY: help setup run test lint bench faults clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+setup:  ## install (venv, system packages) and build the workspace
+	@tools/setup.sh
+
+run: setup  ## the main job: bring the system up on the simulated device and run a treatment
+	@$(ENV) backhug run $(ARGS)
+
+test: setup  ## all tests and linters; exits non-zero when any fails
+	@$(ENV) tools/run_tests.sh $(ARGS)
+
+lint: setup  ## linters only
+	@$(ENV) ruff check . && ruff format --check .
+
+clean:  ## remove build products and the venv
+	rm -rf build install log .venv .build.lock

@@ -1,0 +1,1 @@
+"""Hardware backends of hw_interface: MuJoCo simulation, motor board over serial, ros2_control."""
