@@ -21,7 +21,7 @@ _domain_ctx: contextlib.AbstractContextManager | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     """Reserve a DDS domain for this process before any test imports rclpy."""
-    global _domain_ctx  # noqa: PLW0603 - one reservation per process
+    global _domain_ctx
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     try:
         from domain_coordinator import domain_id
@@ -100,7 +100,9 @@ def spin_nodes(ros_context) -> Iterator[Callable[..., object]]:
         executor.shutdown(timeout_sec=1)
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.01) -> bool:
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.01
+) -> bool:
     """Poll ``predicate`` until it is true or ``timeout_s`` of wall time passed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
