@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
-ENV := source ./env.sh &&
+# The prerequisite `setup` has just run: env.sh need not check again.
+ENV := BACKHUG_ENV_NO_SETUP=1 source ./env.sh &&
 
 .PHONY: help setup run test lint bench faults clean
 

@@ -44,6 +44,10 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}"
 
 if [[ $_bh_ws -eq 1 && -f "$_bh_root/install/setup.bash" ]]; then
   # colcon's setup.bash adds our packages to AMENT_PREFIX_PATH, PYTHONPATH, PATH, LD_LIBRARY_PATH.
+  # (colcon's scripts read unset variables: relax nounset while sourcing them)
+  case $- in *u*) _bh_nounset=1; set +u ;; *) _bh_nounset=0 ;; esac
   COLCON_CURRENT_PREFIX="$_bh_root/install" source "$_bh_root/install/setup.bash"
+  [[ $_bh_nounset -eq 1 ]] && set -u
+  unset _bh_nounset
 fi
 unset _bh_ws
