@@ -1,1 +1,3 @@
-"""BackHug bringup: launch files, system parameter files, the backhug command (run, programs, report, spinemap, history) and the session recorder."""
+"""BackHug bringup: launch files, system parameter files, the backhug command (run, programs,
+report, spinemap, history) and the session recorder.
+"""

@@ -1,1 +1,3 @@
-"""BackHug per-finger admittance force controllers with their host node, and the independent safety monitor."""
+"""BackHug per-finger admittance force controllers with their host node, and the independent safety
+monitor.
+"""

@@ -1,1 +1,3 @@
-"""BackHug hardware node: MuJoCo simulation, motor board over serial (with its protocol and emulator), and a ros2_control bridge behind one lifecycle node."""
+"""BackHug hardware node: MuJoCo simulation, motor board over serial (with its protocol and
+emulator), and a ros2_control bridge behind one lifecycle node.
+"""
