@@ -19,6 +19,12 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
+        data_folder('config', '*.yaml'),
+        data_folder('urdf', '*.xacro'),
+        data_folder('urdf/inc', '*.xacro'),
+        data_folder('launch', '*.launch.py'),
+        data_folder('worlds', '*.sdf'),
+        data_folder('rviz', '*.rviz'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
