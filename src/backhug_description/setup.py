@@ -34,6 +34,8 @@ setup(
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'backhug_render_device = backhug_description.render:main',
+        ],
     },
 )
