@@ -32,6 +32,8 @@ def gazebo_controllers_yaml(config: DeviceConfig, prefix: str = '') -> str:
 # backhug_hw_interface (backend ros2_control) commands the fingers through
 # /{FINGER_CONTROLLER}/commands (std_msgs/Float64MultiArray, metres, in the joint order
 # below = the canonical order) and reads /joint_states from the broadcaster.
+# Jazzy: controllers no longer read the controller manager's global parameters, so spawn each
+# one with this file too: `spawner finger_position_controller --param-file <this file>`.
 controller_manager:
   ros__parameters:
     update_rate: {GAZEBO_UPDATE_RATE_HZ}  # Hz

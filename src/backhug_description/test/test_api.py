@@ -115,3 +115,58 @@ def test_unknown_hardware_and_override_rejected() -> None:
         load_description('sim', pad_mass_kg=3.0)
     with pytest.raises(DescriptionError, match='colour'):
         load_config(colour=3)
+
+
+def _config_with(tmp_path, old: str, new: str) -> Path:
+    text = Path(load_config().source).read_text()
+    assert old in text
+    path = tmp_path / 'device.yaml'
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ('old', 'new', 'expected'),
+    [
+        ('row_pitch_m: 0.035', 'row_pitch_m: -0.035', ['row_pitch_m', '-0.035']),
+        ('rows: 13', 'rows: 0', ['rows', '0']),
+        ('rows: 13', 'rows: thirteen', ['rows', "'thirteen'"]),
+        ('stroke_m: 0.040', 'stroke_m: 0.050', ['stroke_m=0.05', 'mechanical_stroke_m=0.045']),
+        ('effort_limit_n: 180.0', 'effort_limit_n: 250.0', ['effort_limit_n=250.0', '180']),
+        ('velocity_limit_m_s: 0.050', 'velocity_limit_m_s: .nan', ['velocity_limit_m_s', 'nan']),
+        ('tip_mass_kg: 0.010', 'tip_mass_kg: true', ['tip_mass_kg', 'True']),
+        ('  width_m: 0.55\n', '', ['bed.width_m', 'missing']),
+        ('  width_m: 0.55\n', '  width_m: 0.55\n  colour: 3\n', ['colour', 'bed']),
+    ],
+)
+def test_invalid_config_file_names_file_key_and_value(tmp_path, old, new, expected) -> None:
+    path = _config_with(tmp_path, old, new)
+    with pytest.raises(DescriptionError) as error:
+        load_description('sim', path)
+    message = str(error.value)
+    assert str(path) in message
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_config_file_errors_for_unreadable_or_non_mapping_files(tmp_path) -> None:
+    with pytest.raises(DescriptionError, match='cannot read'):
+        load_config(tmp_path / 'absent.yaml')
+    bad = tmp_path / 'list.yaml'
+    bad.write_text('- 1\n- 2\n')
+    with pytest.raises(DescriptionError, match='mapping'):
+        load_config(bad)
+
+
+def test_xacro_guards_catch_bad_layout_without_the_python_checks() -> None:
+    # Plain xacro (e.g. `xacro backhug.urdf.xacro rows:=0` on a distro) must refuse too.
+    from backhug_description.description import expand_xacro
+
+    with pytest.raises(DescriptionError, match='rows must be > 0, got 0'):
+        expand_xacro({'rows': '0'})
+    with pytest.raises(DescriptionError, match='stroke_m'):
+        expand_xacro({'stroke_m': '0.06'})
+    with pytest.raises(DescriptionError, match="'hydraulic'"):
+        expand_xacro({'hardware': 'hydraulic'})
+    assert 'finger_r_08_joint' in expand_xacro({'rows': '8'})
+    assert 'finger_r_09_joint' not in expand_xacro({'rows': '8'})
