@@ -224,7 +224,12 @@ class DeviceSimulation:
         self.data.ctrl[self._index.finger_actuator] = self._setpoint
 
     def push(self, finger: int | str, force_n: float, duration_s: float) -> None:
-        """The user pushes down onto one finger: ``force_n`` on its tissue for ``duration_s``."""
+        """A load spike: ``force_n`` pressing the back down onto one finger for ``duration_s``.
+
+        The force acts on the finger's tissue body (e.g. the user pressing down); the finger's
+        servo and the tissue above share it, so the load cell rises by
+        force_n * kp / (kp + k_tissue) (~80 % with the default servo) while the finger touches.
+        """
         finger_index = self._finger_index(finger)
         for name, value, high in (('force_n', force_n, 2000.0), ('duration_s', duration_s, 3600.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
