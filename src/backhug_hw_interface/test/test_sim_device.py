@@ -201,9 +201,7 @@ def test_bad_targets_are_rejected_before_anything_moves(description) -> None:
 
 def test_servo_force_is_limited_to_the_effort_limit(description) -> None:
     sim = DeviceSimulation(description, 'default', seed=0)
-    finger = 12  # lumbar, softest: 40 mm stroke would need ~180 N only near full compression
-    sim_user = sim.user
-    assert sim_user is not None
+    # Row 5 meets the back at ~5 mm; 40 mm would need ~440 N of tissue compression.
     enable = _only(sim, ROW_5_LEFT)
     targets = np.zeros(sim.joint_count)
     targets[ROW_5_LEFT] = 0.040
@@ -212,7 +210,6 @@ def test_servo_force_is_limited_to_the_effort_limit(description) -> None:
     assert sim.position_m[ROW_5_LEFT] < 0.035  # stopped by the force limit, not the target
     assert sim.load_n[ROW_5_LEFT] <= limit + 1.0
     assert sim.load_n[ROW_5_LEFT] > 0.9 * limit
-    assert finger != ROW_5_LEFT
 
 
 def test_faults_freeze_stall_and_push(description) -> None:
