@@ -31,7 +31,8 @@ def gazebo_controllers_yaml(config: DeviceConfig, prefix: str = '') -> str:
 # ({config.columns} x {config.rows} fingers); regenerate it, do not edit it: a test compares them.
 # backhug_hw_interface (backend ros2_control) commands the fingers through
 # /{FINGER_CONTROLLER}/commands (std_msgs/Float64MultiArray, metres, in the joint order
-# below = the canonical order) and reads /joint_states from the broadcaster.
+# below = the canonical order) and reads the broadcaster's /{STATE_BROADCASTER}/joint_states
+# (use_local_topics), then publishes the device's /joint_states itself with tip loads as effort.
 # Jazzy: controllers no longer read the controller manager's global parameters, so spawn each
 # one with this file too: `spawner finger_position_controller --param-file <this file>`.
 controller_manager:
@@ -42,6 +43,7 @@ controller_manager:
 {STATE_BROADCASTER}:
   ros__parameters:
     type: joint_state_broadcaster/JointStateBroadcaster
+    use_local_topics: true  # /{STATE_BROADCASTER}/joint_states; hw_interface owns /joint_states
 
 {FINGER_CONTROLLER}:
   ros__parameters:
