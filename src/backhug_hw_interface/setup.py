@@ -19,6 +19,7 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
+        data_folder('config', '*.yaml'),
         data_folder('config/sim_users', '*.yaml'),
     ],
     install_requires=['setuptools'],
@@ -29,6 +30,8 @@ setup(
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'hw_interface = backhug_hw_interface.node:main',
+        ],
     },
 )
