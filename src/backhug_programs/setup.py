@@ -19,6 +19,7 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
+        data_folder('programs', '*.yaml'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
