@@ -32,6 +32,7 @@ setup(
     entry_points={
         'console_scripts': [
             'hw_interface = backhug_hw_interface.node:main',
+            'backhug_board_emulator = backhug_hw_interface.emulator:main',
         ],
     },
 )
