@@ -19,6 +19,7 @@ setup(
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
+        data_folder('config', '*.yaml'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -28,6 +29,9 @@ setup(
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'finger_controllers = backhug_control.controllers_node:main',
+            'safety_monitor = backhug_control.safety_monitor_node:main',
+        ],
     },
 )
