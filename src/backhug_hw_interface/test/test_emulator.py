@@ -1,0 +1,369 @@
+"""The serial backend against the board emulator over a real pty: handshake, physics, faults.
+
+Everything here runs in wall-clock real time (the emulator steps MuJoCo as the firmware would
+run), so the tests drive the backend like hw_interface does: write + read at ~200 Hz.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from backhug_hw_interface.backends.base import BackendError
+from backhug_hw_interface.backends.mujoco_backend import MujocoBackend
+from backhug_hw_interface.backends.serial_backend import SerialBackend
+from backhug_hw_interface.emulator import BoardEmulator, send_control
+
+from backhug_description import load_description
+from backhug_hw_interface import protocol as p
+
+CONTROL_DT_S = 0.005
+ROW_5_LEFT = 'finger_l_05_joint'
+
+
+@pytest.fixture(scope='module')
+def description():
+    return load_description('sim')
+
+
+@pytest.fixture
+def board(description):
+    emulator = BoardEmulator(description, 'default', seed=0)
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def backend(board):
+    # hw_interface may order its joints any way: reversed proves the mapping onto the board.
+    names = list(reversed(board.joint_names))
+    backend = SerialBackend(names, port=board.port, link_timeout_s=0.25)
+    backend.open()
+    yield backend
+    backend.close()
+
+
+def touching_targets(board: BoardEmulator, names: list[str], above_m: float = 0.015):
+    """Joint targets ``above_m`` past where each tip meets the back (the torso leaves the pad)."""
+    heights = board.simulation.true_contact_height_m()
+    order = [board.joint_names.index(name) for name in names]
+    return np.minimum(heights[order] + above_m, 0.04)
+
+
+def drive(backend: SerialBackend, targets, seconds: float, enable=None):
+    """Write targets and read state at the control rate for ``seconds``; returns the last state."""
+    enable = np.ones(backend.joint_count, dtype=bool) if enable is None else enable
+    deadline = time.monotonic() + seconds
+    while True:
+        backend.write(targets, enable)
+        state = backend.read()
+        if time.monotonic() >= deadline:
+            return state
+        time.sleep(CONTROL_DT_S)
+
+
+def wait_for(predicate, timeout_s: float, period_s: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period_s)
+    return predicate()
+
+
+def test_handshake_reports_the_board_and_refuses_wrong_boards(board) -> None:
+    with pytest.raises(BackendError, match='has 26 fingers, hw_interface drives 10 joints'):
+        SerialBackend(board.joint_names[:10], port=board.port, handshake_timeout_s=0.5).open()
+    with pytest.raises(BackendError, match=r'cannot open /nonexistent/tty'):
+        SerialBackend(board.joint_names, port='/nonexistent/tty').open()
+    backend = SerialBackend(board.joint_names, port=board.port)
+    backend.open()
+    # The port is exclusive: a second host (a stray hw_interface) cannot share the board.
+    with pytest.raises(BackendError, match='cannot open'):
+        SerialBackend(board.joint_names, port=board.port).open()
+    info = backend.board_info
+    assert (info.version, info.finger_count) == (p.PROTOCOL_VERSION, 26)
+    assert info.firmware_id == 'backhug-emulator'
+    assert info.travel_m == pytest.approx(0.04)
+    state = backend.read()
+    assert state.link_ok and state.board_faults == 0 and backend.sim_time_s is None
+    backend.close()
+
+
+def _fake_board(reply_version: int | None):
+    """A pty whose 'board' answers HELLO with a HELLO_ACK of another version (or stays mute)."""
+    master, slave = os.openpty()
+    stop = threading.Event()
+
+    def run() -> None:
+        decoder = p.FrameDecoder()
+        while not stop.is_set():
+            try:
+                data = os.read(master, 1024)
+            except OSError:
+                return
+            for frame in decoder.feed(data):
+                if isinstance(frame, p.Hello) and reply_version is not None:
+                    os.write(
+                        master,
+                        p.encode_hello_ack(
+                            0,
+                            version=reply_version,
+                            finger_count=26,
+                            firmware_version=2,
+                            firmware_id='future-fw',
+                            travel_m=0.04,
+                            overload_trip_n=180.0,
+                        ),
+                    )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return os.ttyname(slave), master, slave, stop
+
+
+@pytest.mark.parametrize(
+    ('version', 'message'),
+    [(2, 'speaks protocol version 2, this host speaks 1'), (None, 'no HELLO_ACK from')],
+)
+def test_handshake_refuses_other_versions_and_mute_ports(description, version, message) -> None:
+    path, master, slave, stop = _fake_board(version)
+    try:
+        backend = SerialBackend(
+            [j.name for j in description.joints], port=path, handshake_timeout_s=0.5
+        )
+        with pytest.raises(BackendError, match=message):
+            backend.open()
+    finally:
+        stop.set()
+        os.close(slave)
+        os.close(master)
+
+
+def test_touching_fingers_carry_the_body_weight_like_the_mujoco_backend(
+    description, board, backend
+) -> None:
+    names = backend.joint_names
+    targets = touching_targets(board, names)
+    state = drive(backend, targets, 4.0)
+    assert state.link_ok and state.board_faults == 0, state.fault_messages
+    weight = board.simulation.body_weight_n
+    total = float(state.effort_n.sum())
+    # Ground truth in the board's order, mapped by name: the joint order is honoured.
+    truth = board.simulation.position_m[[board.joint_names.index(n) for n in names]]
+    # Latency host write -> command decoded at the board, over the pty.
+    latencies = []
+    for _ in range(40):
+        count = len(board.command_log)
+        started = time.monotonic()
+        backend.write(targets, np.ones(len(names), dtype=bool))
+        assert wait_for(lambda c=count: len(board.command_log) > c, 0.5, 0.0005)
+        latencies.append((board.command_log[-1][0] - started) * 1000)
+        time.sleep(CONTROL_DT_S)
+    # Same targets, same user and seed, stepped by the mujoco backend.
+    reference = MujocoBackend(names, description=description, user='default', seed=0)
+    reference.open()
+    for _ in range(int(4.0 / CONTROL_DT_S)):
+        reference.write(targets, np.ones(len(names), dtype=bool))
+        reference.step(CONTROL_DT_S)
+    reference_total = float(reference.read().effort_n.sum())
+    print(
+        f'\nserial: tip loads {total:.2f} N, body weight {weight:.2f} N '
+        f'(ratio {total / weight:.4f}); mujoco backend {reference_total:.2f} N; '
+        f'frames rx {state.frames_rx} tx {state.frames_tx} in 4 s; host write -> board '
+        f'median {statistics.median(latencies):.2f} ms, max {max(latencies):.2f} ms'
+    )
+    assert total == pytest.approx(weight, rel=0.02)
+    assert total == pytest.approx(reference_total, rel=0.05)
+    np.testing.assert_allclose(state.position_m, truth, atol=0.001)
+    assert state.frames_rx > 300 and state.frames_tx > 300  # STATE per COMMAND at ~200 Hz
+    assert state.crc_errors == 0 and backend.lost_frames == 0
+
+
+def test_board_watchdog_retracts_and_latches_until_reset(board, backend) -> None:
+    targets = touching_targets(board, backend.joint_names)
+    drive(backend, targets, 1.5)
+    assert board.simulation.position_m.max() > 0.01
+    silent_from = time.monotonic()  # the host stops commanding (e.g. hw_interface hangs)
+    assert wait_for(lambda: backend.read().board_faults & p.FAULT_WATCHDOG, 1.0)
+    tripped_after = time.monotonic() - silent_from
+    assert wait_for(lambda: backend.read().position_m.max() < 0.001, 1.5)
+    state = backend.read()
+    print(f'\nwatchdog tripped {tripped_after * 1000:.0f} ms after the last command')
+    assert 0.09 <= tripped_after < 0.5
+    assert state.link_ok  # the board still reports: only the commands stopped
+    assert any('WATCHDOG' in message for message in state.fault_messages)
+    # Latched: new commands do not move a finger until the host resets the board.
+    drive(backend, targets, 0.5)
+    assert board.simulation.position_m.max() < 0.001
+    backend.reset_board()
+    state = drive(backend, targets, 1.0)
+    assert state.board_faults == 0 and not state.fault_messages
+    assert board.simulation.position_m.max() > 0.01
+
+
+def test_overload_trip_retracts_every_finger(board, backend) -> None:
+    names = backend.joint_names
+    targets = touching_targets(board, names)
+    drive(backend, targets, 1.5)
+    board.push(ROW_5_LEFT, 400.0, 1.0)
+    state = drive(backend, targets, 0.3)
+    finger = names.index(ROW_5_LEFT)
+    assert state.board_faults & p.FAULT_OVERLOAD
+    assert state.finger_faults[finger] & p.FAULT_OVERLOAD
+    assert np.count_nonzero(state.finger_faults) == 1
+    assert any(ROW_5_LEFT in m and 'above the 180.0 N trip' in m for m in state.fault_messages)
+    state = drive(backend, targets, 1.2)  # the host keeps commanding: the board holds them down
+    assert state.position_m.max() < 0.001
+    assert board.simulation.position_m.max() < 0.001
+
+
+def test_emergency_stop_retracts_reports_and_needs_release_and_reset(board, backend) -> None:
+    targets = touching_targets(board, backend.joint_names)
+    drive(backend, targets, 1.5)
+    board.press_estop()
+    state = drive(backend, targets, 1.2)
+    assert state.estop and state.board_faults & p.FAULT_ESTOP
+    assert state.position_m.max() < 0.001
+    assert any('emergency stop pressed' in m for m in state.fault_messages)
+    backend.reset_board()  # refused while pressed
+    state = drive(backend, targets, 0.2)
+    assert state.board_faults & p.FAULT_ESTOP
+    board.release_estop()
+    state = drive(backend, targets, 0.2)
+    assert not state.estop and state.board_faults & p.FAULT_ESTOP  # latched until reset
+    backend.reset_board()
+    state = drive(backend, targets, 1.0)
+    assert state.board_faults == 0 and board.simulation.position_m.max() > 0.01
+
+
+def test_corrupt_link_is_survived_and_never_moves_a_finger_out_of_limits(
+    description, board, backend
+) -> None:
+    board.corrupt_fraction = 0.05
+    names = backend.joint_names
+    upper = touching_targets(board, names)
+    started = time.monotonic()
+    while time.monotonic() - started < 3.0:
+        phase = np.sin(2 * np.pi * 1.0 * (time.monotonic() - started))
+        state = drive(backend, upper * (0.5 + 0.5 * phase), 0.0)
+        time.sleep(CONTROL_DT_S)
+    board.corrupt_fraction = 0.0
+    state = drive(backend, upper, 0.3)
+    time.sleep(0.05)  # the last command reaches the board
+    count = len(board.command_log)
+    with pytest.raises(BackendError, match=r'position_m\[3\] \(finger_r_10_joint\) is nan'):
+        bad = upper.copy()
+        bad[3] = np.nan
+        backend.write(bad, np.ones(len(names), dtype=bool))
+    with pytest.raises(BackendError, match='outside the board travel'):
+        backend.write(np.full(len(names), 0.05), np.ones(len(names), dtype=bool))
+    with pytest.raises(BackendError, match='position_m must have 26 entries'):
+        backend.write(np.zeros(3), np.ones(len(names), dtype=bool))
+    time.sleep(0.05)
+    assert len(board.command_log) == count  # nothing was sent for the refused targets
+    received = np.array([targets for _, targets, _ in board.command_log])
+    lower = np.array([j.lower_m for j in description.joints])
+    upper_limit = np.array([j.upper_m for j in description.joints])
+    print(
+        f'\n5 % corruption for 3 s: host crc_errors {state.crc_errors}, board crc_errors '
+        f'{board._decoder.crc_errors}, commands received {len(received)}, host timeouts '
+        f'{state.timeouts}, link_ok {state.link_ok}'
+    )
+    assert state.crc_errors > 0 and board._decoder.crc_errors > 0
+    assert np.all(np.isfinite(received))
+    assert np.all((received >= lower) & (received <= upper_limit))
+    assert state.link_ok
+
+
+def test_unplug_drops_the_link_board_retracts_and_replug_reconnects(description, tmp_path) -> None:
+    link = tmp_path / 'ttyBACKHUG'
+    board = BoardEmulator(description, 'default', seed=0, link_path=link)
+    board.start()
+    backend = SerialBackend(
+        board.joint_names, port=str(link), link_timeout_s=0.25, reconnect_period_s=0.2
+    )
+    try:
+        backend.open()
+        first_pty = os.path.realpath(link)
+        targets = touching_targets(board, backend.joint_names)
+        drive(backend, targets, 1.5)
+        board.disconnect(1.0)
+        state = drive(backend, targets, 0.4)  # hw_interface keeps writing: silently unsent
+        assert not state.link_ok and state.board_faults & p.FAULT_LINK
+        assert 'down' in state.fault_messages[0]
+        assert wait_for(lambda: board.simulation.position_m.max() < 0.001, 1.5)
+        assert board.board_faults & p.FAULT_WATCHDOG
+        assert wait_for(lambda: backend.read().link_ok, 2.5)
+        state = backend.read()
+        print(
+            f'\nunplugged 1.0 s: relinked via {link} -> {os.path.realpath(link)} '
+            f'(was {first_pty}); reconnects {backend.reconnects}, timeouts {state.timeouts}'
+        )
+        assert backend.reconnects == 1
+        assert state.timeouts >= 1
+        state = drive(backend, targets, 0.3)
+        assert state.board_faults & p.FAULT_WATCHDOG  # a reset is needed before moving
+        assert board.simulation.position_m.max() < 0.001
+        backend.reset_board()
+        drive(backend, targets, 1.0)
+        assert board.simulation.position_m.max() > 0.01
+    finally:
+        backend.close()
+        board.stop()
+
+
+def _emulator_command() -> list[str]:
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        script = Path(get_package_prefix('backhug_hw_interface'))
+        script = script / 'lib' / 'backhug_hw_interface' / 'backhug_board_emulator'
+        if script.exists():
+            return [str(script)]
+    except (ImportError, LookupError, ValueError):
+        pass
+    return [sys.executable, '-m', 'backhug_hw_interface.emulator']
+
+
+def test_executable_prints_its_port_and_takes_control_socket_commands(tmp_path) -> None:
+    link, control = tmp_path / 'ttyBOARD', tmp_path / 'control.sock'
+    process = subprocess.Popen(
+        [*_emulator_command(), '--link', str(link), '--control-socket', str(control), '--seed=3'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = process.stdout.readline().strip()
+        assert port == str(link), process.stderr.read() if process.poll() is not None else port
+        backend = SerialBackend([j.name for j in load_description('sim').joints], port=port)
+        backend.open()
+        try:
+            assert 'faults=0' in send_control(control, 'status')
+            assert 'faults=8 (ESTOP)' in send_control(control, 'estop on')
+            assert wait_for(lambda: backend.read().estop, 1.0)
+            with pytest.raises(RuntimeError, match="unknown command 'fly'"):
+                send_control(control, 'fly away')
+            with pytest.raises(RuntimeError, match='unknown'):
+                send_control(control, 'stall finger_x_99_joint')
+            send_control(control, 'corrupt 0.5')
+            assert wait_for(lambda: backend.read().crc_errors > 0, 1.0)
+        finally:
+            backend.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5.0) == 0
+        assert not control.exists() and not link.exists()  # cleaned up on exit
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
