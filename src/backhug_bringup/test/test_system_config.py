@@ -57,7 +57,8 @@ def test_the_system_file_validates_for_every_hardware(hardware):
     assert [n.name for n in system.nodes if n.lifecycle] == ['hw_interface']
     hw = system.node('hw_interface')
     assert hw.package == 'backhug_hw_interface'
-    assert hw.parameters['hardware'] == hardware
+    for name in ('hw_interface', 'finger_controllers', 'safety_monitor'):
+        assert system.node(name).parameters['hardware'] == hardware, name
     expected_backend = {'sim': 'mujoco', 'real': 'serial'}.get(hardware, 'ros2_control')
     assert hw.parameters['backend'] == expected_backend
     assert hw.parameters['publish_clock'] is (hardware == 'sim')
