@@ -20,6 +20,7 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
         data_folder('programs', '*.yaml'),
+        data_folder('config', '*.yaml'),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -29,6 +30,8 @@ setup(
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'program_sequencer = backhug_programs.sequencer_node:main',
+        ],
     },
 )

@@ -465,6 +465,17 @@ def load_program(
             raise ProgramError([Issue(file, 0, '', f'cannot read the file: {error}')]) from error
     else:
         text, file = str(path_or_text), source or '<text>'
+    return parse_program(text, file, max_force_n=limit)
+
+
+def parse_program(
+    text: str, source: str = '<text>', *, max_force_n: float | None = None
+) -> Program:
+    """Validate a program given as YAML text (never read from a file); see load_program."""
+    limit = device_force_limit_n() if max_force_n is None else float(max_force_n)
+    file = source
+    if not isinstance(text, str):
+        raise ProgramError([Issue(file, 0, '', f'expected YAML text, got {type(text).__name__}')])
     loader = yaml.SafeLoader(text)
     try:
         try:
