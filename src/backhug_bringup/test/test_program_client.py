@@ -1,0 +1,91 @@
+"""run_program (the launch file's program:= client) against a RunProgram server over DDS.
+
+The server here is a short stand-in for program_sequencer (the real one needs the whole graph):
+it accepts a goal, sends feedback for two phases and answers like the sequencer. The session
+recorder runs alongside and must capture that feedback from the action's own feedback topic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from backhug_bringup.program_client import build_goal
+from backhug_bringup.recorder import PROGRAM_FEEDBACK_TOPIC, SessionRecorder, read_session
+from rclpy.action import ActionServer
+from rclpy.node import Node
+
+from backhug_interfaces.action import RunProgram
+
+
+def _client() -> str:
+    path = shutil.which('run_program')
+    if path is None:
+        from ament_index_python.packages import get_package_prefix
+
+        candidate = os.path.join(get_package_prefix('backhug_bringup'), 'lib', 'backhug_bringup')
+        path = shutil.which('run_program', path=candidate)
+    assert path, 'run_program is not installed (tools/setup.sh)'
+    return path
+
+
+def _execute(goal_handle):
+    goal = goal_handle.request
+    for index, phase in enumerate(('warm up', 'mobilise')):
+        feedback = RunProgram.Feedback(
+            phase_name=phase, phase_index=index, phase_count=2, progress=0.5 * index
+        )
+        goal_handle.publish_feedback(feedback)
+        time.sleep(0.1)
+    if goal.program_id == 'short' and goal.user.height_m == pytest.approx(1.68):
+        goal_handle.succeed()
+        return RunProgram.Result(
+            outcome=RunProgram.Result.COMPLETED, duration_s=0.2, completed_fraction=1.0
+        )
+    goal_handle.abort()
+    return RunProgram.Result(outcome=RunProgram.Result.ABORTED, reason='safety fault: estop')
+
+
+def _run(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_client(), *arguments], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_program_runs_to_completion_and_feedback_is_recorded(ros_context, spin_nodes, tmp_path):
+    server_node = Node('program_sequencer_standin', context=ros_context)
+    ActionServer(server_node, RunProgram, '/run_program', _execute)
+    recorder_node = Node('recorder', context=ros_context)
+    recorder = SessionRecorder(recorder_node, tmp_path / 'program.mcap')
+    spin_nodes(server_node, recorder_node)
+
+    done = _run('short', '--intensity', '0.4', '--height', '1.68')
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'short: completed' in done.stdout + done.stderr
+    failed = _run('other', '--intensity', '0.4')
+    assert failed.returncode == 1
+    assert 'aborted' in failed.stdout + failed.stderr and 'safety fault: estop' in (
+        failed.stdout + failed.stderr
+    )
+    recorder.close()
+    feedback = read_session(tmp_path / 'program.mcap').on(PROGRAM_FEEDBACK_TOPIC)
+    assert [m.message.feedback.phase_name for m in feedback] == [
+        'warm up',
+        'mobilise',
+        'warm up',
+        'mobilise',
+    ]
+
+
+def test_bad_arguments_and_no_server_are_named():
+    bad = _run('short', '--intensity', '1.5')
+    assert bad.returncode == 2 and 'intensity: must be within 0..1, got 1.5' in bad.stderr
+    short = _run('short', '--height', '0.5')
+    assert short.returncode == 2 and 'height: must be within 1.2..2.2 m' in short.stderr
+    alone = _run('short', '--server-timeout', '1')
+    assert alone.returncode == 2 and 'no /run_program action server' in alone.stderr
+    with pytest.raises(ValueError, match='program: give a program id'):
+        build_goal('', 0.5, 1.75)
