@@ -32,6 +32,7 @@ setup(
     entry_points={
         'console_scripts': [
             'run_program = backhug_bringup.program_client:main',
+            'force_markers = backhug_bringup.force_markers:main',
         ],
     },
 )
