@@ -16,7 +16,8 @@ only turns that description into launch actions:
   spawned from /robot_description + the /clock bridge, ros2_control_node for mock_components, and
   the controller spawners (joint_state_broadcaster, finger_position_controller, each with
   config/gazebo_controllers.yaml as `--param-file`, which Jazzy needs);
-- RViz with rviz/backhug.rviz when rviz:=true;
+- RViz with rviz/backhug.rviz when rviz:=true, and force_markers (this package) feeding its
+  /finger_forces/markers display;
 - `program:=<id>` runs that program once the sequencer is up, through this package's small
   action client `run_program` (backhug_bringup/program_client.py); its exit does not stop the
   system.
@@ -217,6 +218,17 @@ def _launch_setup(context, *args, **kwargs) -> list:
             output='log',
             arguments=['-d', str(share_directory() / 'rviz' / 'backhug.rviz')],
             parameters=[{'use_sim_time': sim_time}],
+            condition=IfCondition(LaunchConfiguration('rviz')),
+        )
+    )
+    # RViz's MarkerArray display (rviz/backhug.rviz) shows the finger loads from this node.
+    actions.append(
+        Node(
+            package='backhug_bringup',
+            executable='force_markers',
+            name='force_markers',
+            output='screen',
+            parameters=[{'use_sim_time': sim_time, 'hardware': hardware}],
             condition=IfCondition(LaunchConfiguration('rviz')),
         )
     )

@@ -29,7 +29,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = PACKAGE_ROOT.parents[1]
 LAUNCH_FILE = PACKAGE_ROOT / 'launch' / 'backhug.launch.py'
 # Parameters the launch file sets on purpose: each comes from a launch argument or the URDF.
-LAUNCH_PARAMETERS = {'use_sim_time', 'serial_port', 'robot_description'}
+LAUNCH_PARAMETERS = {'use_sim_time', 'serial_port', 'robot_description', 'hardware'}
 
 
 def _tree() -> ast.Module:
