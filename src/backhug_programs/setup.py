@@ -32,6 +32,7 @@ setup(
     entry_points={
         'console_scripts': [
             'program_sequencer = backhug_programs.sequencer_node:main',
+            'backhug_programs = backhug_programs.cli:main',
         ],
     },
 )
