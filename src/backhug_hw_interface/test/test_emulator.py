@@ -46,7 +46,9 @@ def board(description):
 def backend(board):
     # hw_interface may order its joints any way: reversed proves the mapping onto the board.
     names = list(reversed(board.joint_names))
-    backend = SerialBackend(names, port=board.port, link_timeout_s=0.25)
+    # link_timeout_s above the 0.1 s default: this machine is shared, a GIL or scheduler stall
+    # of a few hundred ms must not read as a lost link in tests about something else.
+    backend = SerialBackend(names, port=board.port, link_timeout_s=0.5, reconnect_period_s=0.2)
     backend.open()
     yield backend
     backend.close()
@@ -246,6 +248,40 @@ def test_emergency_stop_retracts_reports_and_needs_release_and_reset(board, back
     assert state.board_faults == 0 and board.simulation.position_m.max() > 0.01
 
 
+def test_lost_frames_are_counted_and_a_stalled_finger_trips_the_board(board, backend) -> None:
+    names = backend.joint_names
+    targets = touching_targets(board, names)
+    board.drop_fraction = 0.1
+    state = drive(backend, targets, 1.5)
+    board.drop_fraction = 0.0
+    assert state.link_ok and state.board_faults == 0, state.fault_messages
+    assert backend.lost_frames > 0 and board.frames_dropped > 0
+    finger = names.index(ROW_5_LEFT)
+    board.stall_finger(ROW_5_LEFT)  # the motor jams where it is
+    lowered = targets.copy()
+    lowered[finger] = 0.0  # the host retracts it: the jammed finger cannot follow
+    state = drive(backend, lowered, 0.6)
+    print(
+        f'\n10 % frames dropped for 1.5 s: host counted {backend.lost_frames} lost, board '
+        f'dropped {board.frames_dropped}; stall: {state.fault_messages}'
+    )
+    assert state.board_faults & p.FAULT_STALL
+    assert state.finger_faults[finger] == p.FAULT_STALL
+    assert any(ROW_5_LEFT in m and 'stalled' in m for m in state.fault_messages)
+    state = drive(backend, targets, 1.0)
+    others = np.delete(state.position_m, finger)
+    assert others.max() < 0.001  # every other finger retracted; the jammed one cannot
+    assert state.position_m[finger] > 0.005
+    # A board that goes silent (every frame lost) is a lost link, recovered by a new handshake.
+    board.drop_fraction = 1.0
+    state = drive(backend, targets, 0.8)
+    assert not state.link_ok and state.board_faults & p.FAULT_LINK and state.timeouts >= 1
+    assert 'no valid frame from the board' in state.fault_messages[0]
+    board.drop_fraction = 0.0
+    assert wait_for(lambda: backend.read().link_ok, 1.5)
+    assert backend.reconnects == 1
+
+
 def test_corrupt_link_is_survived_and_never_moves_a_finger_out_of_limits(
     description, board, backend
 ) -> None:
@@ -290,7 +326,7 @@ def test_unplug_drops_the_link_board_retracts_and_replug_reconnects(description,
     board = BoardEmulator(description, 'default', seed=0, link_path=link)
     board.start()
     backend = SerialBackend(
-        board.joint_names, port=str(link), link_timeout_s=0.25, reconnect_period_s=0.2
+        board.joint_names, port=str(link), link_timeout_s=0.5, reconnect_period_s=0.2
     )
     try:
         backend.open()

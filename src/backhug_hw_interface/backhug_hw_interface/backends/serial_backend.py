@@ -32,6 +32,8 @@ import serial
 from backhug_hw_interface import protocol as p
 from backhug_hw_interface.backends.base import Backend, BackendError, HardwareState
 
+#: Seconds a link event (lost, restored, NACK, estop edge) stays in fault_messages.
+EVENT_MESSAGE_S = 10.0
 _NAME = re.compile(r'^finger_([lr])_(\d+)_joint$')
 
 
@@ -102,7 +104,9 @@ class SerialBackend(Backend):
         self._next_attempt = 0.0
         self._state_stamp = 0.0
         self._fault_messages: dict[tuple[int, int | None], str] = {}
-        self._messages: deque[str] = deque(maxlen=8)
+        # Recent link events (lost, restored, NACK, estop edges): (time.monotonic(), text), shown
+        # in fault_messages for EVENT_MESSAGE_S or until reset_board().
+        self._messages: deque[tuple[float, str]] = deque(maxlen=8)
         self.frames_rx = 0
         self.frames_tx = 0
         self.timeouts = 0
@@ -165,7 +169,9 @@ class SerialBackend(Backend):
         with self._lock:
             state = self.last_state
             link_ok = self._link_ok
-            messages = list(self._fault_messages.values()) + list(self._messages)
+            recent = time.monotonic() - EVENT_MESSAGE_S
+            events = [text for stamp, text in self._messages if stamp >= recent]
+            messages = list(self._fault_messages.values()) + events
             if not link_ok:
                 messages.insert(0, f'link to {self.port} down: {self._link_reason}')
             counters = {
@@ -243,6 +249,8 @@ class SerialBackend(Backend):
 
     def reset_board(self) -> None:
         """Ask the board to clear its latched faults (those whose cause has gone)."""
+        with self._lock:
+            self._messages.clear()  # the operator acknowledged the events
         self._send(p.encode_reset(self._next_seq()))
 
     # -- internals -----------------------------------------------------------------------------
@@ -280,6 +288,10 @@ class SerialBackend(Backend):
             else:  # output buffer full (board not reading): the frame is lost, counted
                 self.tx_overflows += 1
 
+    def _event(self, text: str) -> None:
+        """Record a link event for fault_messages (caller holds self._lock)."""
+        self._messages.append((time.monotonic(), text))
+
     def _next_seq(self) -> int:
         with self._lock:
             seq = self._tx_seq
@@ -308,7 +320,7 @@ class SerialBackend(Backend):
     def _link_down(self, reason: str) -> None:
         with self._lock:
             if self._link_ok:
-                self._messages.append(f'link lost: {reason}')
+                self._event(f'link lost: {reason}')
             self._link_ok = False
             self._link_reason = reason
 
@@ -384,7 +396,7 @@ class SerialBackend(Backend):
         elif isinstance(frame, p.EstopReport):
             with self._lock:
                 state = 'pressed' if frame.pressed else 'released'
-                self._messages.append(f'emergency stop {state} at board time {frame.board_time_s}')
+                self._event(f'emergency stop {state} at board time {frame.board_time_s}')
         elif isinstance(frame, p.Nack):
             with self._lock:
                 self.nacks += 1
@@ -392,7 +404,7 @@ class SerialBackend(Backend):
                     f'board refused frame type 0x{frame.rejected_type:02X} seq '
                     f'{frame.rejected_seq} (reason {frame.reason}): {frame.message}'
                 )
-                self._messages.append(self.last_nack)
+                self._event(self.last_nack)
         # HEARTBEAT and RESET_ACK carry nothing the state does not (the next STATE shows faults).
 
     def _hello_ack(self, frame: p.HelloAck) -> None:
@@ -416,7 +428,7 @@ class SerialBackend(Backend):
                 self.board_info = frame
                 if not self._link_ok and self._ever_up:
                     self.reconnects += 1
-                    self._messages.append(f'link to {self.port} restored (handshake done)')
+                    self._event(f'link to {self.port} restored (handshake done)')
                 self._link_ok = True
                 self._ever_up = True
                 self._link_reason = ''
