@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 from backhug_programs.cli import main
@@ -80,11 +80,21 @@ def test_preview_writes_a_png(tmp_path, capsys):
     assert not (tmp_path / 'x.png').exists()
 
 
-@pytest.mark.skipif(shutil.which('backhug_programs') is None, reason='workspace not built')
+def installed_script() -> Path | None:
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        path = Path(get_package_prefix('backhug_programs')) / 'lib' / 'backhug_programs'
+    except (ImportError, LookupError, ValueError):
+        return None
+    script = path / 'backhug_programs'
+    return script if script.is_file() else None
+
+
+@pytest.mark.skipif(installed_script() is None, reason='workspace not built (tools/setup.sh)')
 def test_console_script_runs():
-    done = subprocess.run(['backhug_programs', 'list'], capture_output=True, text=True, timeout=60)
+    script = str(installed_script())
+    done = subprocess.run([script, 'list'], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and 'full_back' in done.stdout
-    done = subprocess.run(
-        ['backhug_programs', 'validate', '/nonexistent.yaml'], capture_output=True
-    )
+    done = subprocess.run([script, 'validate', '/no/such.yaml'], capture_output=True, timeout=60)
     assert done.returncode == 1
