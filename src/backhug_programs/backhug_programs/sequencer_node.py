@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import threading
 
 import numpy as np
@@ -30,6 +31,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from std_srvs.srv import Trigger
 
@@ -424,8 +426,15 @@ class ProgramSequencer(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until interrupted."""
-    rclpy.init(args=args)
+    """Run the node until SIGINT/SIGTERM; on the way out every setpoint goes to zero."""
+    # rclpy's own SIGINT handler would shut the context down before the zero setpoints go out:
+    # handle the signals here instead, then publish zero, then shut down.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     node = None
     try:
         node = ProgramSequencer()
@@ -434,13 +443,14 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception as error:  # spin may raise RCLError on SIGINT (docs/ros2_from_pypi.md)
-        if 'context is not valid' not in str(error):
-            raise
     finally:
         if node is not None:
             if rclpy.ok():
+                with node._run_lock:
+                    if node._runner is not None:
+                        node._runner.abort('program_sequencer is shutting down')
                 node.publish_zero()  # the controllers retract softly
+                node.get_logger().info('stopped: zero setpoints published')
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

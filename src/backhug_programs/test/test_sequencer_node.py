@@ -7,9 +7,12 @@ wall clock here (the MuJoCo system tests run it on simulated time).
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
 from backhug_hw_interface import qos
-from backhug_interfaces.action import RunProgram
+from backhug_interfaces.action import RunProgram, ScanSpine
 from backhug_interfaces.msg import FingerSetpoints, Heartbeat, SafetyStatus, UserProfile
 from backhug_interfaces.srv import SetIntensity
 
@@ -287,3 +290,77 @@ def test_latched_safety_fault_aborts_with_the_reason(graph, wait):
     _h, future = client.send(wait, program_id='demo', intensity=0.3)
     refused = result_of(wait, future, 5.0)
     assert refused.outcome == RunProgram.Result.REJECTED and 'latched' in refused.reason
+
+
+def test_a_scan_and_a_program_never_run_at_once(graph, wait):
+    sequencer, client = graph
+    safety_ok(graph, wait)
+    scan_client = ActionClient(client.node, ScanSpine, 'scan_spine')
+    assert scan_client.wait_for_server(timeout_sec=10.0)
+    user = UserProfile(user_id='scan', height_m=1.75, c7_position_m=math.nan, max_force_n=0.0)
+
+    # A program owns the fingers: the scan is refused.
+    _h, future = client.send(wait, yaml_text=program_yaml(duration_s=2.0), intensity=0.5)
+    assert wait(lambda: client.latest().max() > 1.0, 5.0)
+    scan_goal = scan_client.send_goal_async(ScanSpine.Goal(user=user, measure_stiffness=True))
+    assert wait(scan_goal.done, 5.0)
+    assert not scan_goal.result().accepted
+    assert result_of(wait, future).outcome == RunProgram.Result.COMPLETED
+
+    # A scan owns the fingers (no joint states here, so it aborts after ~2 s): the program is
+    # refused and the sequencer's own setpoint stream stays silent meanwhile.
+    scan_goal = scan_client.send_goal_async(ScanSpine.Goal(user=user, measure_stiffness=True))
+    assert wait(scan_goal.done, 5.0) and scan_goal.result().accepted
+    assert wait(lambda: sequencer.scan.active, 5.0)
+    time.sleep(0.1)
+    silent_from = time.monotonic()
+    _h, future = client.send(wait, program_id='demo', intensity=0.5)
+    refused = result_of(wait, future, 5.0)
+    assert refused.outcome == RunProgram.Result.REJECTED and 'spine scan' in refused.reason
+    time.sleep(0.5)
+    assert sequencer.scan.active
+    assert len(client.forces_since(silent_from)) == 0
+    scan_result = scan_goal.result().get_result_async()
+    assert wait(scan_result.done, 10.0)
+    assert scan_result.result().result.outcome == ScanSpine.Result.ABORTED
+    again = time.monotonic()
+    assert wait(lambda: len(client.forces_since(again)) > 10, 5.0)  # idle zeros again
+    assert np.all(client.forces_since(again) == 0.0)
+
+
+def test_executable_starts_with_its_parameter_file_and_stops_cleanly(ros_context, wait):
+    from ament_index_python.packages import get_package_prefix, get_package_share_directory
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    prefix = Path(get_package_prefix('backhug_programs'))
+    executable = prefix / 'lib' / 'backhug_programs' / 'program_sequencer'
+    params = Path(get_package_share_directory('backhug_programs')) / 'config'
+    params = params / 'program_sequencer.yaml'
+    if not executable.is_file():
+        pytest.skip('workspace not built (tools/setup.sh)')
+    node = Node('executable_probe', context=ros_context)
+    client = Client(node)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    process = subprocess.Popen(
+        [str(executable), '--ros-args', '--params-file', str(params)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and (len(client.heartbeats) < 10 or not client.setpoints):
+            executor.spin_once(timeout_sec=0.05)
+        assert len(client.heartbeats) >= 10, 'no heartbeat from the executable'
+        assert client.heartbeats[-1].detail == 'idle'
+        assert np.all(client.latest() == 0.0)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=15)
+        executor.shutdown()
+        node.destroy_node()
+    assert process.returncode == 0, output
+    assert 'ready: 26 fingers' in output
+    assert 'stopped: zero setpoints published' in output
