@@ -130,6 +130,7 @@ class BoardEmulator:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._reopen_at: float | None = None
+        self._firmware_error: str | None = None
         self._session = False
         self._tx_seq = 0
         self._ack_seq = 0
@@ -272,7 +273,7 @@ class BoardEmulator:
     def _run(self) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
-            timeout = min(0.002, max(0.0, self._next_state - now))
+            timeout = min(self.state_period_s, max(0.0, self._next_state - now))
             sources = [s for s in (self._master, self._control) if s is not None]
             try:
                 readable = select.select(sources, [], [], timeout)[0] if sources else []
@@ -284,8 +285,11 @@ class BoardEmulator:
                 try:
                     self._cycle(readable)
                 except Exception as exc:  # the board keeps running, retracted
-                    print(f'board emulator: {type(exc).__name__}: {exc}', file=sys.stderr)
-                    self._latch(p.FAULT_SENSOR, None, 0.0, f'firmware error: {exc}')
+                    message = f'firmware error: {type(exc).__name__}: {exc}'
+                    if message != self._firmware_error:  # report each distinct error once
+                        self._firmware_error = message
+                        print(f'board emulator: {message}', file=sys.stderr)
+                        self._latch(p.FAULT_SENSOR, None, 0.0, message)
 
     def _cycle(self, readable: list) -> None:
         now = time.monotonic()
@@ -302,8 +306,9 @@ class BoardEmulator:
         if self._master is not None and self._master in readable:
             self._receive()
         self._supervise(time.monotonic())
-        if self._session and (self._state_due or now >= self._next_state):
-            self._send_state()
+        if self._state_due or now >= self._next_state:
+            if self._session:
+                self._send_state()
             self._state_due = False
             self._next_state = now + self.state_period_s
 
@@ -535,11 +540,12 @@ class BoardEmulator:
         if self._rng.random() < self.corrupt_fraction:
             frame = _corrupt(frame, self._rng)
         try:
-            os.write(self._master, frame)
+            written = os.write(self._master, frame)
+        except OSError:  # BlockingIOError included: the output buffer is full
+            written = 0
+        if written == len(frame):
             self.frames_tx += 1
-        except BlockingIOError:
-            self.tx_overflows += 1  # nobody reads the port: the frame is lost, like on a UART
-        except OSError:
+        else:  # nobody reads the port fast enough: the (rest of the) frame is lost, like a UART
             self.tx_overflows += 1
 
     def _next_seq(self) -> int:
