@@ -25,6 +25,7 @@ import threading
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -123,6 +124,9 @@ class ProgramSequencer(Node):
             FingerSetpoints, qos.FINGER_SETPOINTS, qos.STATE_QOS
         )
         self._heartbeat_pub = self.create_publisher(Heartbeat, qos.HEARTBEAT, qos.HEARTBEAT_QOS)
+        self._diagnostics_pub = self.create_publisher(
+            DiagnosticArray, qos.DIAGNOSTICS, qos.STATE_QOS
+        )
         services = MutuallyExclusiveCallbackGroup()
         actions = ReentrantCallbackGroup()
         self.create_subscription(
@@ -165,6 +169,12 @@ class ProgramSequencer(Node):
         self._heartbeat_timer = self.create_timer(
             1.0 / float(self._params['heartbeat_rate_hz']),
             self._heartbeat,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
+        self._diagnostics_timer = self.create_timer(
+            1.0,
+            self._diagnostics,
             callback_group=MutuallyExclusiveCallbackGroup(),
             clock=Clock(clock_type=ClockType.STEADY_TIME),
         )
@@ -225,6 +235,34 @@ class ProgramSequencer(Node):
         )
         msg.header.stamp = self.get_clock().now().to_msg()
         self._heartbeat_pub.publish(msg)
+
+    def _diagnostics(self) -> None:
+        """1 Hz summary on /diagnostics: what runs, how far, the safety state seen."""
+        status = DiagnosticStatus(name=f'{NODE_NAME}: sequencer', hardware_id='backhug')
+        with self._run_lock:
+            runner = self._runner
+            values = {'program': self._program_id if runner else '', 'scan': str(self.scan.active)}
+            if runner is not None:
+                values.update(
+                    state=runner.state.value,
+                    progress=f'{runner.progress:.3f}',
+                    elapsed_s=f'{runner.program_t_s:.1f}',
+                    intensity=f'{runner.intensity:.2f}',
+                    max_setpoint_n=f'{float(np.max(runner.output, initial=0.0)):.1f}',
+                )
+        refusal = self._safety_refusal()
+        values['safety_state'] = str(self._safety_state)
+        status.level = DiagnosticStatus.WARN if refusal else DiagnosticStatus.OK
+        if runner is not None:
+            status.message = f'{values["program"]} {values["state"]}'
+        else:
+            status.message = 'scanning' if self.scan.active else 'idle'
+        if refusal:
+            status.message += f'; programs refused: {refusal}'
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(msg)
 
     # -- safety ---------------------------------------------------------------------------------
     def _on_safety_status(self, status: SafetyStatus) -> None:
