@@ -171,7 +171,7 @@ class Verdict:
     state: int
     latched: bool
     reasons: list[str]
-    finger_flags: np.ndarray  # uint16 FLAG_* per finger
+    finger_flags: np.ndarray  # uint16 FLAG_* per finger: now, plus the latch's cause while latched
     latched_at_s: float | None  # monotonic time the current latch began
     waiting: bool  # still in start-up (not everything seen yet)
     conditions: list[str]  # FAULT-level conditions present right now
@@ -225,6 +225,7 @@ class SafetyRules:
         self._latched = False
         self._latched_at_s: float | None = None
         self._latch_reasons: list[str] = []
+        self._latch_flags = np.zeros(n, dtype=np.uint16)
         self._last_verdict: Verdict | None = None
 
     # -- public --------------------------------------------------------------------------------
@@ -250,6 +251,7 @@ class SafetyRules:
         self._latched_state = OK
         self._latched_at_s = None
         self._latch_reasons = []
+        self._latch_flags = np.zeros(len(self.finger_names), dtype=np.uint16)
         return True, 'latch cleared'
 
     def evaluate(self, inputs: SafetyInputs, now_s: float) -> Verdict:
@@ -264,7 +266,9 @@ class SafetyRules:
         self._peak_effort = self._effort.copy()  # peaks are per evaluation period
         waiting = self._waiting()
         if not waiting and (conditions or estop):
-            self._latch(ESTOP if estop else FAULT, conditions, now_s)
+            self._latch(ESTOP if estop else FAULT, conditions, now_s, flags)
+        if self._latched:  # the fingers that caused the latch stay flagged until the reset
+            flags = flags | self._latch_flags
         if self._latched:
             state = self._latched_state
             reasons = list(self._latch_reasons)
@@ -295,7 +299,11 @@ class SafetyRules:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _latch(self, state: int, reasons: list[str], now_s: float) -> None:
+    def _latch(
+        self, state: int, reasons: list[str], now_s: float, flags: np.ndarray | None = None
+    ) -> None:
+        if flags is not None and (not self._latched or self._latched_state < state):
+            self._latch_flags = self._latch_flags | flags
         if self._latched and self._latched_state >= state:
             return
         if not self._latched:
