@@ -512,10 +512,10 @@ class BoardEmulator:
                 ack_seq=self._ack_seq,
                 flags=flags,
                 board_faults=self.board_faults,
-                position_m=sim.position_m,
-                velocity_m_s=sim.velocity_m_s,
-                load_n=sim.load_n,
-                finger_faults=self.finger_faults,
+                position_m=sim.position_m.tolist(),
+                velocity_m_s=sim.velocity_m_s.tolist(),
+                load_n=sim.load_n.tolist(),
+                finger_faults=self.finger_faults.tolist(),
             )
         )
 

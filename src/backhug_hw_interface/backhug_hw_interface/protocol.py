@@ -284,6 +284,17 @@ def _fixed(name: str, value, scale: float, low: int, high: int, unit: str) -> in
     return count
 
 
+def _fixed_list(name: str, values: list, scale: float, low: int, high: int, unit: str) -> list:  # noqa: PLR0917
+    """``_fixed`` for every entry: one fast pass, the field-by-field check only on failure."""
+    try:
+        counts = [round(float(value) * scale) for value in values]
+        if all(low <= count <= high for count in counts):
+            return counts
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return [_fixed(f'{name}[{i}]', value, scale, low, high, unit) for i, value in enumerate(values)]
+
+
 def _sequence(name: str, values, count: int | None = None) -> list:
     try:
         items = list(values)
@@ -370,9 +381,7 @@ def encode_command(seq: int, position_m, enable) -> bytes:
     flags = _sequence('enable', enable, len(positions))
     if not positions:
         raise ProtocolError('position_m is empty: a COMMAND carries every finger')
-    targets = [
-        _fixed(f'position_m[{i}]', value, 1e6, 0, 0xFFFF, 'm') for i, value in enumerate(positions)
-    ]
+    targets = _fixed_list('position_m', positions, 1e6, 0, 0xFFFF, 'm')
     enabled = []
     for index, flag in enumerate(flags):
         if isinstance(flag, float) and not math.isfinite(flag):
@@ -415,14 +424,14 @@ def encode_state(
             _int_in('board_faults', board_faults, 0, 0xFFFFFFFF),
         )
     )
-    for i in range(count):
-        payload += struct.pack(
-            '<iiiB',
-            _fixed(f'position_m[{i}]', positions[i], 1e6, _I32_MIN, _I32_MAX, 'm'),
-            _fixed(f'velocity_m_s[{i}]', velocities[i], 1e6, _I32_MIN, _I32_MAX, 'm/s'),
-            _fixed(f'load_n[{i}]', loads[i], 1e3, _I32_MIN, _I32_MAX, 'N'),
-            _u8(f'finger_faults[{i}]', faults[i]),
-        )
+    rows = zip(
+        _fixed_list('position_m', positions, 1e6, _I32_MIN, _I32_MAX, 'm'),
+        _fixed_list('velocity_m_s', velocities, 1e6, _I32_MIN, _I32_MAX, 'm/s'),
+        _fixed_list('load_n', loads, 1e3, _I32_MIN, _I32_MAX, 'N'),
+        [_u8(f'finger_faults[{i}]', fault) for i, fault in enumerate(faults)],
+        strict=True,
+    )
+    payload += struct.pack(f'<{"iiiB" * count}', *(field for row in rows for field in row))
     return encode_frame(STATE, seq, bytes(payload))
 
 

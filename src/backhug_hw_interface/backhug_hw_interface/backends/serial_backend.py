@@ -258,7 +258,9 @@ class SerialBackend(Backend):
     def _send_command(self, position: np.ndarray, flags: np.ndarray) -> None:
         try:
             frame = p.encode_command(
-                self._next_seq(), position[self._from_board], flags[self._from_board]
+                self._next_seq(),
+                position[self._from_board].tolist(),
+                flags[self._from_board].tolist(),
             )
         except p.ProtocolError as exc:
             raise BackendError(f'serial backend: {exc}; nothing sent') from exc
