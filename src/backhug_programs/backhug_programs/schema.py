@@ -33,6 +33,8 @@ MAX_FREQUENCY_HZ = 3.0
 MAX_PHASE_DURATION_S = 1800.0
 MAX_PROGRAM_DURATION_S = 3600.0
 DEFAULT_RAMP_S = 2.0
+# A program file is a page or two of YAML; anything far larger is not a program.
+MAX_PROGRAM_TEXT_CHARS = 256_000
 
 #: Vertebral levels the device can address, head to tail.
 LEVELS: tuple[str, ...] = (
@@ -476,6 +478,17 @@ def parse_program(
     file = source
     if not isinstance(text, str):
         raise ProgramError([Issue(file, 0, '', f'expected YAML text, got {type(text).__name__}')])
+    if len(text) > MAX_PROGRAM_TEXT_CHARS:
+        raise ProgramError(
+            [
+                Issue(
+                    file,
+                    0,
+                    '',
+                    f'{len(text)} characters: a program is at most {MAX_PROGRAM_TEXT_CHARS}',
+                )
+            ]
+        )
     loader = yaml.SafeLoader(text)
     try:
         try:

@@ -159,7 +159,9 @@ class ProgramSequencer(Node):
             fingers=fingers,
             publish_setpoints=self._publish,
             motion_lock=self._motion_lock,
-            levels_for_user=lambda profile: levels_for_user(profile, self.description),
+            levels_for_user=lambda profile: levels_for_user(
+                profile, self.description, float(self._params['default_user_height_m'])
+            ),
             stale_joint_states_s=float(self.get_parameter('stale_joint_states_s').value),
         )
         rate = float(self._params['setpoint_rate_hz'])

@@ -177,6 +177,11 @@ def model_for_profile(profile: Any, description: Any = None, default_height_m: f
     return SpineModel.from_profile(height, c7, description)
 
 
-def levels_for_user(profile: Any, description: Any = None) -> list[tuple[str, float]]:
-    """(level, position from row 1 in m) for every level C7..L5: the ScanSpineServer callback."""
-    return model_for_profile(profile, description).levels()
+def levels_for_user(
+    profile: Any, description: Any = None, default_height_m: float = 1.75
+) -> list[tuple[str, float]]:
+    """(level, position from row 1 in m) for every level C7..L5: the ScanSpineServer callback.
+
+    Raises ValueError for an invalid height or C7 (the scan then ends before anything moves).
+    """
+    return model_for_profile(profile, description, default_height_m).levels()

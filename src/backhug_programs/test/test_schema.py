@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from backhug_programs.schema import ProgramError, load_program, parse_region
+from backhug_programs.schema import ProgramError, load_program, parse_program, parse_region
 
 VALID = textwrap.dedent(
     """\
@@ -195,3 +195,8 @@ def test_parse_region():
     assert parse_region('shoulder_blades') == ('T2', 'T7')
     with pytest.raises(ValueError, match='C8'):
         parse_region('C8-T2')
+
+
+def test_oversized_text_is_refused_before_parsing():
+    with pytest.raises(ProgramError, match='at most'):
+        parse_program('# padding\n' * 30_000, '<goal program_yaml>')
