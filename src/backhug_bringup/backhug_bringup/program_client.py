@@ -16,6 +16,27 @@ import sys
 import time
 
 RUN_PROGRAM_ACTION = '/run_program'
+GOAL_RESPONSE_TIMEOUT_S = 15.0  # accept/reject is immediate on a live sequencer
+SERVER_LOST_S = 5.0  # the server gone from the graph this long: give up, do not hang
+
+
+def _spin_until_done(node, client, future, timeout_s: float | None = None) -> str:
+    """Spin until ``future`` is done: 'done', 'timeout', or 'lost' (the server left the graph)."""
+    import rclpy
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    lost_since = None
+    while not future.done():
+        rclpy.spin_once(node, timeout_sec=0.1)
+        if client.server_is_ready():
+            lost_since = None
+        elif lost_since is None:
+            lost_since = time.monotonic()
+        elif time.monotonic() - lost_since > SERVER_LOST_S:
+            return 'lost'
+        if deadline is not None and time.monotonic() > deadline:
+            return 'timeout'
+    return 'done'
 
 
 def build_goal(program: str, intensity: float, height_m: float, user_id: str = '') -> object:
@@ -86,13 +107,26 @@ def main(argv: list[str] | None = None) -> int:
                 last.update(phase=feedback.phase_index, time=now)
 
         future = client.send_goal_async(goal, feedback_callback=on_feedback)
-        rclpy.spin_until_future_complete(node, future)
+        state = _spin_until_done(node, client, future, GOAL_RESPONSE_TIMEOUT_S)
+        if state != 'done':
+            print(
+                f'run_program: no answer to the goal from {RUN_PROGRAM_ACTION} ({state})',
+                file=sys.stderr,
+            )
+            return 1
         goal_handle = future.result()
         if goal_handle is None or not goal_handle.accepted:
             print(f'run_program: goal for {args.program!r} was rejected', file=sys.stderr)
             return 1
         result_future = goal_handle.get_result_async()
-        rclpy.spin_until_future_complete(node, result_future)
+        if _spin_until_done(node, client, result_future) != 'done':
+            print(
+                f'run_program: {RUN_PROGRAM_ACTION} server left while {args.program!r} was '
+                'running (program_sequencer died?)',
+                file=sys.stderr,
+            )
+            goal_handle = None
+            return 1
         result = result_future.result().result
         goal_handle = None
         names = {0: 'completed', 1: 'cancelled', 2: 'aborted', 3: 'rejected'}

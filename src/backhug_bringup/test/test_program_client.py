@@ -55,9 +55,20 @@ def _run(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_bad_arguments_and_no_server_are_named():
+    bad = _run('short', '--intensity', '1.5')
+    assert bad.returncode == 2 and 'intensity: must be within 0..1, got 1.5' in bad.stderr
+    short = _run('short', '--height', '0.5')
+    assert short.returncode == 2 and 'height: must be within 1.2..2.2 m' in short.stderr
+    alone = _run('short', '--server-timeout', '1')
+    assert alone.returncode == 2 and 'no /run_program action server' in alone.stderr
+    with pytest.raises(ValueError, match='program: give a program id'):
+        build_goal('', 0.5, 1.75)
+
+
 def test_program_runs_to_completion_and_feedback_is_recorded(ros_context, spin_nodes, tmp_path):
     server_node = Node('program_sequencer_standin', context=ros_context)
-    ActionServer(server_node, RunProgram, '/run_program', _execute)
+    server = ActionServer(server_node, RunProgram, '/run_program', _execute)
     recorder_node = Node('recorder', context=ros_context)
     recorder = SessionRecorder(recorder_node, tmp_path / 'program.mcap')
     spin_nodes(server_node, recorder_node)
@@ -71,6 +82,7 @@ def test_program_runs_to_completion_and_feedback_is_recorded(ros_context, spin_n
         failed.stdout + failed.stderr
     )
     recorder.close()
+    server.destroy()  # gone from the graph now, not when the garbage collector gets to it
     feedback = read_session(tmp_path / 'program.mcap').on(PROGRAM_FEEDBACK_TOPIC)
     assert [m.message.feedback.phase_name for m in feedback] == [
         'warm up',
@@ -80,12 +92,48 @@ def test_program_runs_to_completion_and_feedback_is_recorded(ros_context, spin_n
     ]
 
 
-def test_bad_arguments_and_no_server_are_named():
-    bad = _run('short', '--intensity', '1.5')
-    assert bad.returncode == 2 and 'intensity: must be within 0..1, got 1.5' in bad.stderr
-    short = _run('short', '--height', '0.5')
-    assert short.returncode == 2 and 'height: must be within 1.2..2.2 m' in short.stderr
-    alone = _run('short', '--server-timeout', '1')
-    assert alone.returncode == 2 and 'no /run_program action server' in alone.stderr
-    with pytest.raises(ValueError, match='program: give a program id'):
-        build_goal('', 0.5, 1.75)
+SERVER_THAT_DIES = """
+import threading, time, rclpy
+from rclpy.action import ActionServer
+from rclpy.executors import MultiThreadedExecutor
+from backhug_interfaces.action import RunProgram
+
+rclpy.init()
+node = rclpy.create_node('sequencer_that_dies')
+stop = threading.Event()
+
+def execute(goal_handle):
+    goal_handle.publish_feedback(RunProgram.Feedback(phase_name='warm up', phase_count=1))
+    stop.set()
+    time.sleep(60)
+
+server = ActionServer(node, RunProgram, '/run_program', execute)
+executor = MultiThreadedExecutor()
+executor.add_node(node)
+threading.Thread(target=executor.spin, daemon=True).start()
+print('ready', flush=True)
+stop.wait(60)
+time.sleep(0.5)
+server.destroy()
+node.destroy_node()
+rclpy.shutdown()
+"""
+
+
+def test_a_server_that_goes_away_mid_program_ends_the_client():
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, '-c', SERVER_THAT_DIES], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout.readline().strip() == 'ready'
+        started = time.monotonic()
+        lost = _run('short', '--intensity', '0.4')
+        assert lost.returncode == 1, lost.stdout + lost.stderr
+        assert 'server left while' in lost.stderr
+        assert time.monotonic() - started < 40
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+        server.stdout.close()
