@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import math
 import re
+import sys
 import time
 
 import numpy as np
@@ -38,6 +39,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -475,8 +477,8 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = FingerControllersNode()
-    except ValueError as exc:  # bad parameter file: say which parameter, move nothing
-        print(f'finger_controllers: {exc}', flush=True)
+    except (ValueError, ParameterException) as exc:  # bad parameter: name it, move nothing
+        print(f'finger_controllers: invalid parameter: {exc}', file=sys.stderr, flush=True)
         rclpy.shutdown()
         return 2
     executor = SingleThreadedExecutor()

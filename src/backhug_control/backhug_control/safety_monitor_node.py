@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import math
 import re
+import sys
 import time
 
 import numpy as np
@@ -32,6 +33,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -399,8 +401,8 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = SafetyMonitorNode()
-    except ValueError as exc:  # bad parameter file: name the parameter, allow no motion
-        print(f'safety_monitor: {exc}', flush=True)
+    except (ValueError, ParameterException) as exc:  # bad parameter: name it, move nothing
+        print(f'safety_monitor: invalid parameter: {exc}', file=sys.stderr, flush=True)
         rclpy.shutdown()
         return 2
     executor = SingleThreadedExecutor()

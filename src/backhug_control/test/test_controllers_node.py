@@ -282,3 +282,26 @@ def test_nan_finger_retracts_alone_and_diagnostics_report_it(
     assert status.level == status.ERROR and values['invalid_input'] == 'True'
     assert {'mode', 'contact', 'tracking_error_rms_n', 'saturated_fraction'} <= set(values)
     assert len(peer.diagnostics[-1].status) == len(peer.names) + 1
+
+
+@pytest.mark.parametrize(
+    ('argument', 'expected'),
+    [
+        ('fingers.finger_l_01_joint.max_force_n:=250.0', 'fingers.finger_l_01_joint.max_force_n'),
+        ('fingers.finger_r_13_joint.admittance_gain_m_s_per_n:=.nan', 'admittance_gain_m_s_per_n'),
+        ('fingers.finger_l_02_joint.release_threshold_n:=4.0', 'must be below contact_threshold'),
+    ],
+)
+def test_bad_parameter_file_value_exits_naming_it(argument: str, expected: str) -> None:
+    import subprocess
+    from pathlib import Path
+
+    from ament_index_python.packages import get_package_prefix
+
+    exe = Path(get_package_prefix('backhug_control')) / 'lib/backhug_control/finger_controllers'
+    result = subprocess.run(
+        [str(exe), '--ros-args', '-p', argument], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr
+    assert 'Traceback' not in result.stderr

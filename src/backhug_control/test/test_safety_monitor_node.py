@@ -271,3 +271,20 @@ def test_bad_parameter_is_refused_naming_it(ros_context, names) -> None:
         SafetyMonitorNode(
             context=ros_context, parameter_overrides=[Parameter('load_limit_n', value=250.0)]
         )
+
+
+def test_bad_parameter_exits_naming_it() -> None:
+    import subprocess
+    from pathlib import Path
+
+    from ament_index_python.packages import get_package_prefix
+
+    exe = Path(get_package_prefix('backhug_control')) / 'lib/backhug_control/safety_monitor'
+    result = subprocess.run(
+        [str(exe), '--ros-args', '-p', 'heartbeat_timeout_s:=.nan'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'heartbeat_timeout_s' in result.stderr and 'Traceback' not in result.stderr
