@@ -214,7 +214,12 @@ class ProgramSequencer(Node):
                     return  # a scan is starting or ending: it owns the setpoints
                 forces = self._zeros
             else:
-                forces = runner.step(dt)
+                try:
+                    forces = runner.step(dt)
+                except Exception as error:  # never let a bug keep a finger pushing
+                    runner.abort(f'internal error in the program runner: {error!r}')
+                    self.get_logger().error(runner.reason)
+                    forces = self._zeros
                 if runner.state.finished:
                     self._run_finished.set()
         self._publish(self.joint_names, forces, now)  # stamped with the time it was computed for
@@ -336,6 +341,8 @@ class ProgramSequencer(Node):
             compiled = self._compile_goal(goal)
         except (ProgramError, ValueError) as error:
             return reject(str(error))
+        except Exception as error:  # a malformed goal must not take the node down
+            return reject(f'invalid goal: {error!r}')
         refusal = self._safety_refusal()
         if refusal:
             return reject(refusal)
