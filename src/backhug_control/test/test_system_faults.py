@@ -393,3 +393,18 @@ def test_frozen_joint_states(system, pressing) -> None:
     system.fault('joint_states on')
     _report(system, fingers, fault_at, 'frozen /joint_states')
     assert wait_for(lambda: system.reset()[0], 10.0, 0.3)
+
+
+def test_board_estop(system, pressing) -> None:
+    """The simulated board's e-stop input (mujoco backend) -> ESTOP latched, retract."""
+    fingers = pressing
+    fault_at = time.monotonic()
+    system.fault('estop on')
+    assert wait_for(lambda: system.safety() == (system.SafetyStatus.ESTOP, True), 5.0)
+    assert system.status.reasons[0] == 'emergency stop pressed (board)'
+    _report(system, fingers, fault_at, 'board e-stop')
+    ok, message = system.reset()
+    assert not ok and 'emergency stop pressed' in message, message
+    system.fault('estop off')
+    assert wait_for(lambda: system.reset()[0], 10.0, 0.3), 'reset refused after the release'
+    assert wait_for(lambda: system.safety()[0] == system.SafetyStatus.OK, 5.0)
