@@ -78,6 +78,10 @@ PARAMETERS = {
             description='refuse programs until /safety/status has said OK or WARNING',
         ),
     ),
+    'safety_status_wait_s': (
+        5.0,
+        _float('a goal waits this long for a first /safety/status, s', 0.0, 60.0),
+    ),
     'device_config': (
         '',
         ParameterDescriptor(
@@ -117,6 +121,7 @@ class ProgramSequencer(Node):
         self._run_finished = threading.Event()
         self._safety_state: int | None = None
         self._safety_reason = ''
+        self._safety_seen = threading.Event()
         self._last_tick: Time | None = None
         self._heartbeat_seq = 0
 
@@ -279,6 +284,7 @@ class ProgramSequencer(Node):
                 f'safety status {status.state} ({"; ".join(status.reasons) or "no reasons"})'
             )
         self._safety_state = status.state
+        self._safety_seen.set()
         name = 'ESTOP' if status.state == SafetyStatus.ESTOP else 'FAULT'
         self._safety_reason = f'safety {name}: ' + ('; '.join(status.reasons) or 'no reason given')
         self.scan.on_safety_status(status)
@@ -343,6 +349,9 @@ class ProgramSequencer(Node):
             return reject(str(error))
         except Exception as error:  # a malformed goal must not take the node down
             return reject(f'invalid goal: {error!r}')
+        if self._params['require_safety_status']:
+            # At bring-up the goal may come before safety_monitor's first status: wait a little.
+            self._safety_seen.wait(float(self._params['safety_status_wait_s']))
         refusal = self._safety_refusal()
         if refusal:
             return reject(refusal)

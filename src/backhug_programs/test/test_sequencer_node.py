@@ -126,6 +126,7 @@ def graph(ros_context, spin_nodes, wait):
             Parameter('intensity_rate_per_s', value=0.5),
             Parameter('pause_force_n', value=5.0),
             Parameter('max_force_rate_n_s', value=RATE_LIMIT_N_S),
+            Parameter('safety_status_wait_s', value=1.0),
         ],
     )
     from rclpy.node import Node
@@ -167,16 +168,20 @@ def assert_rate_limited(rows: list[tuple[float, float, np.ndarray]]) -> None:
 def test_program_runs_to_completion_with_feedback_and_a_second_goal_is_rejected(graph, wait):
     _sequencer, client = graph
     assert np.all(client.latest() == 0.0) and client.latest().size == 26  # idle: zero
+    asked = time.monotonic()
     _h, future = client.send(wait, yaml_text=program_yaml(), intensity=0.5)
     refused = result_of(wait, future, 5.0)
     assert refused.outcome == RunProgram.Result.REJECTED
-    assert 'safety' in refused.reason  # no safety status yet: nothing moves
+    assert 'no /safety/status' in refused.reason  # no safety status: nothing moves
+    assert time.monotonic() - asked >= 0.9  # after waiting safety_status_wait_s for one
+    assert np.all(client.forces_since(asked) == 0.0)
 
-    safety_ok(graph, wait)
+    # A goal that arrives just before the first status waits for it (bring-up order).
     start = time.monotonic()
     _handle, future = client.send(
         wait, yaml_text=program_yaml('rhythmic_press', duration_s=3.0), intensity=0.5
     )
+    client.publish_safety(SafetyStatus.OK)
     assert wait(lambda: len(client.feedback) >= 2, 5.0)
     _h2, second = client.send(wait, program_id='demo', intensity=0.5)
     busy = result_of(wait, second, 5.0)
