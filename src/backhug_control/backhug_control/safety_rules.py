@@ -12,7 +12,10 @@ States (backhug_interfaces/SafetyStatus): OK, WARNING (motion allowed), FAULT, E
   reset needed. Conditions seen meanwhile are reported but not latched.
 * Afterwards any FAULT-level condition latches FAULT (an e-stop latches ESTOP), with the reasons
   of the moment it latched. The latch holds after the condition clears; ``reset(now_s)`` clears
-  it only when no FAULT-level condition is present at that moment.
+  it only when no FAULT-level condition is present at that moment. Board fault bits latch on
+  their rising edge; the reset acknowledges bits still latched inside the board (the board holds
+  its fingers retracted until /hw_interface/reset sends RESET, which needs an OK status first),
+  so they show as a WARNING until they clear. The e-stop input and a down link block the reset.
 
 Each rule is a field of ``SafetyParameters`` with its default's source in a comment.
 """
@@ -226,6 +229,8 @@ class SafetyRules:
         self._latched_at_s: float | None = None
         self._latch_reasons: list[str] = []
         self._latch_flags = np.zeros(n, dtype=np.uint16)
+        self._ack_board_bits = 0
+        self._ack_finger_bits = np.zeros(n, dtype=np.int64)
         self._last_verdict: Verdict | None = None
 
     # -- public --------------------------------------------------------------------------------
@@ -244,15 +249,28 @@ class SafetyRules:
             if self._waiting():
                 return False, 'nothing latched; still ' + '; '.join(self._waiting())
             return True, 'nothing latched'
-        conditions, _, _, _ = self._conditions(now_s)
+        conditions, _, _, _ = self._conditions(now_s, acknowledge_board=True)
         if conditions:
             return False, 'reset refused, condition(s) still present: ' + '; '.join(conditions)
+        message = 'latch cleared'
+        hardware = self._hardware
+        if hardware is not None:
+            self._ack_board_bits = hardware.board_faults & ~FAULT_ESTOP
+            for name, bits in zip(hardware.finger_names, hardware.finger_faults, strict=False):
+                i = self._index.get(name)
+                if i is not None:
+                    self._ack_finger_bits[i] = int(bits) & ~FAULT_ESTOP
+            if self._ack_board_bits or self._ack_finger_bits.any():
+                message += (
+                    f'; board faults 0x{self._ack_board_bits:x} acknowledged (still latched in '
+                    'the board until /hw_interface/reset)'
+                )
         self._latched = False
         self._latched_state = OK
         self._latched_at_s = None
         self._latch_reasons = []
         self._latch_flags = np.zeros(len(self.finger_names), dtype=np.uint16)
-        return True, 'latch cleared'
+        return True, message
 
     def evaluate(self, inputs: SafetyInputs, now_s: float) -> Verdict:
         """Ingest ``inputs`` and judge every rule at monotonic time ``now_s``."""
@@ -377,7 +395,9 @@ class SafetyRules:
         else:
             self._rise_rate = np.zeros(n)
 
-    def _conditions(self, now_s: float) -> tuple[list[str], list[str], np.ndarray, bool]:
+    def _conditions(
+        self, now_s: float, acknowledge_board: bool = False
+    ) -> tuple[list[str], list[str], np.ndarray, bool]:
         p = self.params
         n = len(self.finger_names)
         flags = np.zeros(n, dtype=np.uint16)
@@ -476,17 +496,36 @@ class SafetyRules:
                 faults.append(f'/hardware/status not heard for {hw_age:.2f} s')
             if hardware.link in (LINK_DISCONNECTED, LINK_CONNECTING):
                 faults.append('hardware link down')
+            # Board faults latch on their rising edge. A reset acknowledges the bits still
+            # latched in the board (it keeps its fingers retracted until /hw_interface/reset
+            # sends RESET, which needs an OK status first); a bit that clears and comes back
+            # latches again. The e-stop input and a down link are never acknowledged.
             other = hardware.board_faults & ~FAULT_ESTOP
-            if other:
-                detail = '; '.join(hardware.fault_messages) or f'bits 0x{other:x}'
-                faults.append(f'board fault: {detail}')
+            finger_bits = np.zeros(n, dtype=np.int64)
             for name, bits in zip(hardware.finger_names, hardware.finger_faults, strict=False):
                 i = self._index.get(name)
-                if i is not None and int(bits) & ~FAULT_ESTOP:
-                    flags[i] |= FLAG_BOARD_FAULT
-            board_fingers = (flags & FLAG_BOARD_FAULT) != 0
-            if board_fingers.any() and not other:
-                faults.append(f'board reports finger faults: {name_list(board_fingers)}')
+                if i is not None:
+                    finger_bits[i] = int(bits) & ~FAULT_ESTOP
+            self._ack_board_bits &= other
+            self._ack_finger_bits &= finger_bits
+            if acknowledge_board:
+                ack_board, ack_fingers = other, finger_bits
+            else:
+                ack_board, ack_fingers = self._ack_board_bits, self._ack_finger_bits
+            new = other & ~ack_board
+            new_fingers = (finger_bits & ~ack_fingers) != 0
+            flags[finger_bits != 0] |= FLAG_BOARD_FAULT
+            messages = [m[:160] for m in list(hardware.fault_messages)[:3]]
+            if new:
+                detail = '; '.join(messages) or f'bits 0x{other:x}'
+                faults.append(f'board fault: {detail}')
+            elif new_fingers.any():
+                faults.append(f'board reports finger faults: {name_list(new_fingers)}')
+            elif other or finger_bits.any():
+                warnings.append(
+                    f'board faults 0x{other:x} still latched in the board (acknowledged by the '
+                    'reset; /hw_interface/reset clears them)'
+                )
 
         for name in p.watched_nodes:
             beat = self._heartbeats.get(name)

@@ -236,23 +236,38 @@ def test_nan_or_missing_values_latch_flagged_invalid(feed: Feed, where: str) -> 
     assert 'finger_l_01_joint' in verdict.reasons[0]
 
 
-def test_board_fault_and_link(feed: Feed) -> None:
-    feed.hardware = HardwareSample(
+def test_board_fault_latches_on_its_edge_and_the_reset_acknowledges_it(feed: Feed) -> None:
+    stalled = HardwareSample(
         feed.now,
         board_faults=32,
         fault_messages=['finger_l_02_joint stalled'],
         finger_names=NAMES,
         finger_faults=[0, 32, 0, 0, 0, 0],
     )
+    feed.hardware = stalled
     verdict = feed.run(0.02)
     assert verdict.state == sr.FAULT and verdict.latched
     assert verdict.finger_flags[1] & sr.FLAG_BOARD_FAULT
     assert 'board fault: finger_l_02_joint stalled' in verdict.reasons
-    assert not feed.rules.reset(feed.now)[0]
+    # The board keeps the bit latched until hw_interface resets it, which needs an OK status:
+    # the reset acknowledges the bit instead of deadlocking.
+    ok, message = feed.rules.reset(feed.now)
+    assert ok and 'board faults 0x20 acknowledged' in message, message
+    verdict = feed.run(0.02)
+    assert verdict.state == sr.WARNING and not verdict.latched
+    assert 'still latched in the board' in verdict.reasons[0]
+    feed.hardware = HardwareSample(feed.now)  # hw_interface reset the board
+    assert feed.run(0.02).state == sr.OK
+    feed.hardware = stalled  # the same fault again: a new edge latches again
+    assert feed.run(0.02).latched
+
+
+def test_link_down_blocks_the_reset(feed: Feed) -> None:
     feed.hardware = HardwareSample(feed.now, link=sr.LINK_DISCONNECTED)
     verdict = feed.run(0.02)
-    assert 'hardware link down' in verdict.reasons
-    assert not feed.rules.reset(feed.now)[0]
+    assert verdict.latched and 'hardware link down' in verdict.reasons
+    ok, message = feed.rules.reset(feed.now)
+    assert not ok and 'hardware link down' in message
     feed.hardware = HardwareSample(feed.now)
     feed.run(0.02)
     assert feed.rules.reset(feed.now)[0]
