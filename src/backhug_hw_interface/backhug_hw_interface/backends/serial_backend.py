@@ -81,6 +81,9 @@ class SerialBackend(Backend):
         #: COMMAND frames the board refused (NACK), and the last reason.
         self.nacks = 0
         self.last_nack: str | None = None
+        #: RESET_ACKs received, and the faults the last one said were still latched.
+        self.reset_acks = 0
+        self.last_reset_faults: int | None = None
         #: Latest board STATE as decoded (board order), None before the first.
         self.last_state: p.State | None = None
         self._serial: serial.Serial | None = None
@@ -166,9 +169,19 @@ class SerialBackend(Backend):
         """The latest board state in joint order, with the link's health (never blocks)."""
         if self._thread is None:
             raise BackendError('serial backend is not open (call open() first)')
+        alive = self._thread.is_alive()
         with self._lock:
             state = self.last_state
-            link_ok = self._link_ok
+            silence_s = time.monotonic() - self._last_valid
+            # Judged here too, not only by the reader thread: a reader that died or hangs must
+            # not leave a stale state looking healthy.
+            link_ok = self._link_ok and alive and silence_s < self.link_timeout_s
+            if self._link_ok and not link_ok:
+                self._link_reason = (
+                    'serial reader thread stopped'
+                    if not alive
+                    else f'no valid frame from the board for {silence_s * 1000:.0f} ms'
+                )
             recent = time.monotonic() - EVENT_MESSAGE_S
             events = [text for stamp, text in self._messages if stamp >= recent]
             messages = list(self._fault_messages.values()) + events
@@ -327,6 +340,13 @@ class SerialBackend(Backend):
             self._link_reason = reason
 
     def _reader(self) -> None:
+        try:
+            self._read_loop()
+        except Exception as exc:  # a bug here must show as a dead link, not a frozen state
+            self._link_down(f'serial reader failed: {type(exc).__name__}: {exc}')
+            raise
+
+    def _read_loop(self) -> None:
         now = time.monotonic()
         self._last_valid = self._silence_mark = now
         self._next_attempt = now + self.reconnect_period_s
@@ -407,7 +427,10 @@ class SerialBackend(Backend):
                     f'{frame.rejected_seq} (reason {frame.reason}): {frame.message}'
                 )
                 self._event(self.last_nack)
-        # HEARTBEAT and RESET_ACK carry nothing the state does not (the next STATE shows faults).
+        elif isinstance(frame, p.ResetAck):
+            with self._lock:
+                self.reset_acks += 1
+                self.last_reset_faults = frame.board_faults
 
     def _hello_ack(self, frame: p.HelloAck) -> None:
         error = None
