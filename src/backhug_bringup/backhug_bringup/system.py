@@ -290,12 +290,11 @@ def load_system(
             if not isinstance(overrides, dict):
                 raise SystemConfigError(f'{path}: {pkey}: expected a mapping of parameters')
             for parameter, value in overrides.items():
-                if parameter == 'use_sim_time':
-                    raise SystemConfigError(
-                        f'{path}: {pkey}.use_sim_time: set {key}.use_sim_time instead '
-                        '(one clock for the whole system)'
-                    )
                 _check_parameter(value, path, f'{pkey}.{parameter}')
+                if parameter == 'use_sim_time' and not isinstance(value, bool):
+                    raise SystemConfigError(
+                        f'{path}: {pkey}.use_sim_time: expected true or false, got {value!r}'
+                    )
         for item in entry.get('infrastructure', []):
             if item not in INFRASTRUCTURE_CHOICES:
                 raise SystemConfigError(

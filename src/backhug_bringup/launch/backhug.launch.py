@@ -57,20 +57,17 @@ CONTROLLERS = ['joint_state_broadcaster', 'finger_position_controller']
 def _system_nodes(context, system, log_level: str) -> list:
     """The nodes of config/system.yaml as launch actions (lifecycle transitions included)."""
     actions = []
-    extra = {}
-    if system.hardware == 'real':
-        # The serial port only means something to the real board (system.yaml: backend serial).
-        extra['serial_port'] = LaunchConfiguration('serial_port').perform(context)
     use_sim_time = LaunchConfiguration('use_sim_time').perform(context)
-    if use_sim_time != 'auto':
-        extra['use_sim_time'] = use_sim_time == 'true'
     for spec in system.nodes:
         parameters = [str(path) for path in spec.parameter_files]
         overrides = dict(spec.parameters)
-        if spec.name == 'hw_interface':
-            overrides.update(extra)
-        elif 'use_sim_time' in extra:
-            overrides['use_sim_time'] = extra['use_sim_time']
+        # An explicit use_sim_time:= applies to the nodes that follow the system's clock, never
+        # to the clock's owner (hw_interface with hardware:=sim publishes /clock itself).
+        if use_sim_time != 'auto' and overrides['use_sim_time'] == system.use_sim_time:
+            overrides['use_sim_time'] = use_sim_time == 'true'
+        if spec.name == 'hw_interface' and system.hardware == 'real':
+            # The serial port only means something to the real board (system.yaml: serial).
+            overrides['serial_port'] = LaunchConfiguration('serial_port').perform(context)
         common = {
             'package': spec.package,
             'executable': spec.executable,

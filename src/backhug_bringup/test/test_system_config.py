@@ -63,7 +63,8 @@ def test_the_system_file_validates_for_every_hardware(hardware):
     assert hw.parameters['backend'] == expected_backend
     assert hw.parameters['publish_clock'] is (hardware == 'sim')
     for node in system.nodes:
-        assert node.parameters['use_sim_time'] is system.use_sim_time
+        clock_owner = hardware == 'sim' and node.name == 'hw_interface'
+        assert node.parameters['use_sim_time'] is (system.use_sim_time and not clock_owner)
     assert system.use_sim_time is (hardware in ('sim', 'gazebo'))
     assert 'robot_state_publisher' in system.infrastructure
     assert ('gz_sim' in system.infrastructure) is (hardware == 'gazebo')
@@ -179,8 +180,8 @@ def test_unsupported_parameter_values_are_named():
             'hardware.real.parameters.nobody: no such node',
         ),
         (
-            lambda d: d['hardware']['sim']['parameters']['render'].update(use_sim_time=False),
-            'set hardware.sim.use_sim_time instead',
+            lambda d: d['hardware']['sim']['parameters']['render'].update(use_sim_time='yes'),
+            'hardware.sim.parameters.render.use_sim_time: expected true or false',
         ),
         (
             lambda d: d['hardware']['sim']['parameters']['render'].update(limits={'a': 1}),
