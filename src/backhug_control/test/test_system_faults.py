@@ -70,7 +70,12 @@ COMMANDS = {
 class System:
     """The three processes plus this process's rclpy peer."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        hw_overrides: dict[str, str] | None = None,
+        monitor_overrides: dict[str, str] | None = None,
+    ) -> None:
         import rclpy
         from rclpy.clock import Clock, ClockType
         from rclpy.context import Context
@@ -95,6 +100,11 @@ class System:
         self.String = String
         self.SafetyStatus = SafetyStatus
         self.log_dir = log_dir
+        # Extra hw_interface parameters (e.g. the serial backend); without the mujoco backend
+        # there is no /clock, so the controllers run on wall time.
+        self.hw_overrides = dict(hw_overrides or {})
+        self.monitor_overrides = dict(monitor_overrides or {})
+        self.sim_time = self.hw_overrides.get('backend', 'mujoco') == 'mujoco'
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, object] = {}
         self.names = [j.name for j in load_description('sim').joints]
@@ -207,6 +217,13 @@ class System:
         log = open(self.log_dir / f'{name}.log', 'a')  # noqa: SIM115 - closed in stop_all
         self.logs[name] = log
         command = COMMANDS[name]()
+        if name == 'hw_interface':
+            command += [arg for k, v in self.hw_overrides.items() for arg in ('-p', f'{k}:={v}')]
+        if name == 'safety_monitor':
+            overrides = self.monitor_overrides.items()
+            command += [arg for k, v in overrides for arg in ('-p', f'{k}:={v}')]
+        if name == 'finger_controllers' and not self.sim_time:
+            command[-1] = 'use_sim_time:=false'
         if name == 'safety_monitor' and self.watch_override is not None:
             command += ['-p', f'watched_nodes:=[{",".join(self.watch_override)}]']
         self.processes[name] = subprocess.Popen(
@@ -275,6 +292,11 @@ def system(tmp_path_factory):
 
 @pytest.fixture
 def pressing(system):
+    """Every process up, safety OK (reset if latched), row 5 pressing at 40 N."""
+    return press_row_5(system)
+
+
+def press_row_5(system) -> list[int]:
     """Every process up, safety OK (reset if latched), row 5 pressing at 40 N."""
     system.setpoints[:] = 0.0
     system.ensure_running()
