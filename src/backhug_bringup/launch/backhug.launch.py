@@ -183,6 +183,9 @@ def _infrastructure(system, urdf: str, use_sim_time: bool, gazebo_gui: bool) -> 
                         controllers_file,
                         '--controller-manager',
                         '/controller_manager',
+                        # Gazebo's controller manager exists only once the robot is spawned.
+                        '--controller-manager-timeout',
+                        '120',
                     ],
                 )
             )
