@@ -319,3 +319,26 @@ def test_sinusoid_tracking_every_finger_30_s(description) -> None:
     )
     assert len(errors) == len(description.joints)
     assert errors[worst] < 8.0
+
+
+def test_update_cost_fits_a_500_hz_loop(description) -> None:
+    """Speed figure: one update of all 26 fingers; the 500 Hz loop has 2 ms per cycle."""
+    import time
+
+    bank = _bank(description)
+    count = len(description.joints)
+    rng = np.random.default_rng(0)
+    position = np.full(count, 0.01)
+    setpoint = np.full(count, 50.0)
+    samples = []
+    for _ in range(2000):
+        load = 40.0 + rng.normal(0.0, 1.0, count)
+        start = time.perf_counter()
+        bank.update(0.002, position, np.zeros(count), load, setpoint)
+        samples.append(time.perf_counter() - start)
+    samples = np.array(samples[100:]) * 1e6
+    print(
+        f'\nFingerControllerBank.update, {count} fingers: median {np.median(samples):.0f} us, '
+        f'p99 {np.percentile(samples, 99):.0f} us (500 Hz budget 2000 us)'
+    )
+    assert np.median(samples) < 2000.0
