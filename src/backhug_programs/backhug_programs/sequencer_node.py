@@ -484,29 +484,31 @@ class ProgramSequencer(Node):
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; on the way out every setpoint goes to zero."""
     # rclpy's own SIGINT handler would shut the context down before the zero setpoints go out:
-    # handle the signals here instead, then publish zero, then shut down.
+    # handle the signals here instead. The executor is spun with a timeout so the Python signal
+    # handler runs even when no timer fires (use_sim_time with /clock stopped).
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-
-    def stop(_signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     node = None
+    executor = MultiThreadedExecutor(num_threads=4)
     try:
         node = ProgramSequencer()
-        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
+        if node is not None and rclpy.ok():
+            with node._run_lock:
+                if node._runner is not None:
+                    node._runner.abort('program_sequencer is shutting down')
+                    node._run_finished.set()
+            node.publish_zero()  # the controllers retract softly
+            node.get_logger().info('stopped: zero setpoints published')
+        executor.shutdown(timeout_sec=2.0)
         if node is not None:
-            if rclpy.ok():
-                with node._run_lock:
-                    if node._runner is not None:
-                        node._runner.abort('program_sequencer is shutting down')
-                node.publish_zero()  # the controllers retract softly
-                node.get_logger().info('stopped: zero setpoints published')
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

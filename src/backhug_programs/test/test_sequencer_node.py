@@ -353,6 +353,9 @@ def test_a_scan_and_a_program_never_run_at_once(graph, wait):
 
 
 def test_executable_starts_with_its_parameter_file_and_stops_cleanly(ros_context, wait):
+    """The installed executable under use_sim_time with no /clock: its node clock stands still,
+    so the only setpoints it publishes are the zeros on its way out; its steady-clock heartbeat
+    goes on regardless, and SIGINT stops it promptly."""
     from ament_index_python.packages import get_package_prefix, get_package_share_directory
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
@@ -368,26 +371,34 @@ def test_executable_starts_with_its_parameter_file_and_stops_cleanly(ros_context
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     process = subprocess.Popen(
-        [str(executable), '--ros-args', '--params-file', str(params)],
+        [str(executable), '--ros-args', '--params-file', str(params), '-p', 'use_sim_time:=true'],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
         deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and (len(client.heartbeats) < 10 or not client.setpoints):
+        while time.monotonic() < deadline and len(client.heartbeats) < 10:
             executor.spin_once(timeout_sec=0.05)
         assert len(client.heartbeats) >= 10, 'no heartbeat from the executable'
         assert client.heartbeats[-1].detail == 'idle'
-        assert np.all(client.latest() == 0.0)
-    finally:
+        assert not client.setpoints  # simulated time has not started
         process.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        while process.poll() is None and time.monotonic() - stopped < 10.0:
+            executor.spin_once(timeout_sec=0.05)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not client.setpoints:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
         output, _ = process.communicate(timeout=15)
         executor.shutdown()
         node.destroy_node()
     assert process.returncode == 0, output
-    assert 'ready: 26 fingers' in output
-    assert 'stopped: zero setpoints published' in output
+    assert 'ready: 26 fingers' in output and 'stopped: zero setpoints published' in output
+    assert len(client.setpoints) == 1 and np.all(client.latest() == 0.0)
 
 
 def test_program_time_follows_simulated_time(ros_context, spin_nodes, wait):
