@@ -454,17 +454,24 @@ def decodable_schema(schema: Schema) -> Schema:
     )
 
 
-def read_session(path: str | Path, topics: Iterable[str] | None = None) -> Session:
+def read_session(
+    path: str | Path,
+    topics: Iterable[str] | None = None,
+    types: Iterable[str] | None = None,
+) -> Session:
     """Read a session recording, complete or truncated, and decode its messages.
 
     Reads sequentially (no index needed) and stops at the first record it cannot read; what came
-    before is returned and ``truncated``/``error`` say why it stopped. Only ``topics`` are decoded
-    when given.
+    before is returned and ``truncated``/``error`` say why it stopped. When ``topics`` or
+    ``types`` (e.g. 'backhug_interfaces/action/RunProgram_Feedback') are given, only messages on
+    one of those topics or of one of those types are decoded.
     """
     from mcap_ros2.decoder import DecoderFactory
 
     path = Path(path)
-    wanted = set(topics) if topics is not None else None
+    selective = topics is not None or types is not None
+    wanted_topics = set(topics or ())
+    wanted_types = set(types or ())
     factory = DecoderFactory()
     schemas: dict[int, Schema] = {}
     channels: dict[int, Channel] = {}
@@ -486,9 +493,15 @@ def read_session(path: str | Path, topics: Iterable[str] | None = None) -> Sessi
                 metadata[record.name] = dict(record.metadata)
             elif isinstance(record, Message):
                 channel = channels.get(record.channel_id)
-                if channel is None or (wanted is not None and channel.topic not in wanted):
+                if channel is None:
                     continue
                 schema = schemas[channel.schema_id]
+                if (
+                    selective
+                    and channel.topic not in wanted_topics
+                    and schema.name not in wanted_types
+                ):
+                    continue
                 decoder = decoders.get(channel.id)
                 if decoder is None:
                     decoder = factory.decoder_for(

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from backhug_bringup.recorder import (
-    PROGRAM_FEEDBACK_TOPIC,
-    PROGRAM_RESULT_TOPIC,
+    PROGRAM_FEEDBACK_TYPE,
+    PROGRAM_RESULT_TYPE,
     RecorderError,
     read_session,
 )
@@ -43,13 +43,26 @@ SAFETY_STATES = {0: 'OK', 1: 'WARNING', 2: 'FAULT', 3: 'ESTOP'}
 OUTCOMES = {0: 'completed', 1: 'cancelled', 2: 'aborted', 3: 'rejected'}
 _FINGER = re.compile(r'finger_([lr])_(\d+)_joint$')
 _MAX_HEATMAP_COLUMNS = 600
-_REPORT_TOPICS = (
-    '/joint_states',
-    '/finger_setpoints',
-    '/safety/status',
-    PROGRAM_FEEDBACK_TOPIC,
-    PROGRAM_RESULT_TOPIC,
-)
+_REPORT_TOPICS = ('/joint_states', '/finger_setpoints', '/safety/status')
+# Program feedback and results are found by type, on whichever topic they were recorded: the
+# action's own feedback topic (FeedbackMessage) or one the supervisor logged (Feedback, Result).
+PROGRAM_BARE_FEEDBACK_TYPE = 'backhug_interfaces/action/RunProgram_Feedback'
+_REPORT_TYPES = (PROGRAM_FEEDBACK_TYPE, PROGRAM_BARE_FEEDBACK_TYPE, PROGRAM_RESULT_TYPE)
+
+
+def _feedback(session) -> list[tuple[int, Any]]:
+    """(log time, RunProgram Feedback) of every recorded feedback, in recording order."""
+    found = []
+    for recorded in session.messages:
+        if recorded.type_name == PROGRAM_FEEDBACK_TYPE:
+            found.append((recorded.log_time_ns, recorded.message.feedback))
+        elif recorded.type_name == PROGRAM_BARE_FEEDBACK_TYPE:
+            found.append((recorded.log_time_ns, recorded.message))
+    return found
+
+
+def _results(session) -> list[Any]:
+    return [m.message for m in session.messages if m.type_name == PROGRAM_RESULT_TYPE]
 
 
 class ReportError(ValueError):
@@ -115,9 +128,8 @@ def _series(session, t0_ns: int) -> dict[str, Any]:
 def _phases(session, t0_ns: int, end_s: float) -> list[dict[str, Any]]:
     """Phase intervals from the program feedback (a new interval when the phase index changes)."""
     phases: list[dict[str, Any]] = []
-    for recorded in session.on(PROGRAM_FEEDBACK_TOPIC):
-        feedback = recorded.message.feedback
-        t = (recorded.log_time_ns - t0_ns) * 1e-9
+    for log_time_ns, feedback in _feedback(session):
+        t = (log_time_ns - t0_ns) * 1e-9
         if not phases or phases[-1]['index'] != feedback.phase_index:
             if phases:
                 phases[-1]['end_s'] = t
@@ -149,10 +161,10 @@ def _safety_events(session, t0_ns: int) -> list[dict[str, Any]]:
 
 
 def _completion(session) -> dict[str, Any]:
-    results = session.on(PROGRAM_RESULT_TOPIC)
-    feedback = session.on(PROGRAM_FEEDBACK_TOPIC)
+    results = _results(session)
+    feedback = _feedback(session)
     if results:
-        result = results[-1].message
+        result = results[-1]
         return {
             'outcome': OUTCOMES.get(result.outcome, str(result.outcome)),
             'completed_fraction': round(float(result.completed_fraction), 3),
@@ -160,12 +172,12 @@ def _completion(session) -> dict[str, Any]:
             'program_duration_s': round(float(result.duration_s), 1),
         }
     if feedback:
-        progress = float(feedback[-1].message.feedback.progress)
+        last = feedback[-1][1]
         return {
             'outcome': 'unknown (no result recorded)',
-            'completed_fraction': round(progress, 3),
+            'completed_fraction': round(float(last.progress), 3),
             'reason': '',
-            'program_duration_s': round(float(feedback[-1].message.feedback.elapsed_s), 1),
+            'program_duration_s': round(float(last.elapsed_s), 1),
         }
     return {
         'outcome': 'no program',
@@ -225,7 +237,7 @@ def make_report(mcap_path: str | Path, out_png: str | Path) -> dict[str, Any]:
 
     mcap_path = Path(mcap_path)
     try:
-        session = read_session(mcap_path, topics=_REPORT_TOPICS)
+        session = read_session(mcap_path, topics=_REPORT_TOPICS, types=_REPORT_TYPES)
     except RecorderError as exc:
         raise ReportError(str(exc)) from exc
     joint_messages = session.on('/joint_states')

@@ -173,6 +173,8 @@ def test_records_real_topics_into_a_file_mcap_and_mcap_ros2_read(
     assert session.metadata['session'] == {'program': 'full_back', 'intensity': '0.6'}
     assert session.on(PROGRAM_RESULT_TOPIC)[0].log_time_ns == 123
     assert session.topics['/hardware/status'] == 'backhug_interfaces/msg/HardwareStatus'
+    selected = read_session(path, topics=['/heartbeat'], types=['std_msgs/msg/String'])
+    assert sorted(m.topic for m in selected.messages) == ['/heartbeat', '/robot_description']
 
 
 def test_max_rate_thins_only_the_named_topic(ros_context, tmp_path):

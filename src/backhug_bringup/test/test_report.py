@@ -21,7 +21,7 @@ DURATION_S = 20
 T0_NS = 5_000_000_000  # the recording does not start at zero
 
 
-def _record_session(ros_context, path, *, close=True):
+def _record_session(ros_context, path, *, close=True, bare_feedback=False):
     """20 s: 'warm up' pushes rows 1-2 at 40 N, 'lower back' rows 5-6 at 80 N; loads reach 90 %
     of the setpoint; at 15 s finger l05 spikes to 150 N and the safety monitor faults."""
     node = Node('report_recorder', context=ros_context)
@@ -47,7 +47,10 @@ def _record_session(ros_context, path, *, close=True):
             feedback.feedback.phase_index = phase
             feedback.feedback.phase_count = 2
             feedback.feedback.progress = t / DURATION_S
-            recorder.record(PROGRAM_FEEDBACK_TOPIC, feedback, stamp)
+            if bare_feedback:  # as a supervisor logs what its action client received
+                recorder.record('/backhug/program_feedback', feedback.feedback, stamp)
+            else:  # as recorded from the action's own feedback topic
+                recorder.record(PROGRAM_FEEDBACK_TOPIC, feedback, stamp)
         recorder.record(
             '/joint_states',
             JointState(name=NAMES, position=[0.0] * len(NAMES), effort=effort.tolist()),
@@ -127,12 +130,15 @@ def test_report_summary_and_picture(ros_context, tmp_path):
 
 def test_cli_writes_picture_and_json_and_reads_a_truncated_recording(ros_context, tmp_path, capsys):
     path = tmp_path / 'killed.mcap'
-    _record_session(ros_context, path, close=False)  # never finished: no summary, no footer
+    # Never finished (no summary, no footer); feedback logged by a supervisor on its own topic.
+    _record_session(ros_context, path, close=False, bare_feedback=True)
     assert main([str(path), '--json', str(tmp_path / 'summary.json')]) == 0
     assert (tmp_path / 'report.png').is_file()
     summary = json.loads((tmp_path / 'summary.json').read_text(encoding='utf-8'))
     assert summary['recording_truncated'] is True
     assert summary['faults'][0]['state'] == 'FAULT'
+    assert [p['name'] for p in summary['phases']] == ['warm up', 'lower back']
+    assert summary['completion']['outcome'] == 'aborted'
     out = capsys.readouterr().out
     assert 'the recording was cut short' in out
 
