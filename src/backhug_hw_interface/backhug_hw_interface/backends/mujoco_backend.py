@@ -15,6 +15,8 @@ import numpy as np
 
 from backhug_hw_interface.backends.base import Backend, BackendError, HardwareState
 
+FAULT_ESTOP = 8  # backhug_interfaces/HardwareStatus.FAULT_ESTOP
+
 
 class MujocoBackend(Backend):
     """Backend over DeviceSimulation; ``joint_names`` must be finger joints of the description."""
@@ -35,6 +37,7 @@ class MujocoBackend(Backend):
         self._seed = seed
         self.simulation = None
         self._order = np.zeros(0, dtype=int)
+        self.estop = False  # the simulated emergency-stop input (see inject)
 
     @property
     def sim_time_s(self) -> float | None:  # type: ignore[override]
@@ -95,6 +98,8 @@ class MujocoBackend(Backend):
             )
         full_position = np.zeros(simulation.joint_count)
         full_enable = np.zeros(simulation.joint_count, dtype=bool)
+        if self.estop:  # like the board: the e-stop input retracts whatever the host says
+            position = np.zeros_like(position)
         full_position[self._order] = position
         full_enable[self._order] = flags
         simulation.set_targets(full_position, full_enable)
@@ -113,5 +118,51 @@ class MujocoBackend(Backend):
             velocity_m_s=simulation.velocity_m_s[order],
             effort_n=simulation.load_n[order],
             link_ok=True,
+            estop=self.estop,
+            board_faults=FAULT_ESTOP if self.estop else 0,
             finger_faults=np.zeros(self.joint_count, dtype=np.uint32),
+            fault_messages=['emergency stop pressed (simulated)'] if self.estop else [],
         )
+
+    def inject(self, command: str) -> str:
+        """Apply a fault command to the simulated device; returns what was done.
+
+        Commands (the board emulator's control socket speaks the same words):
+        ``estop on|off``, ``push NAME FORCE_N DURATION_S``, ``freeze NAME``, ``stall NAME``,
+        ``clear [NAME]``. Raises ValueError naming what is wrong with a bad command.
+        """
+        simulation = self._require_open()
+        words = command.split()
+        if not words:
+            raise ValueError('empty fault command')
+        verb, args = words[0], words[1:]
+        expected = {'estop': 1, 'push': 3, 'freeze': 1, 'stall': 1}
+        if verb == 'clear' and len(args) <= 1:
+            simulation.clear(args[0] if args else None)
+            self.estop = False if not args else self.estop
+            return f'cleared {args[0] if args else "every fault"}'
+        if verb not in expected:
+            raise ValueError(
+                f'unknown fault command {verb!r}: expected estop, push, freeze, stall or clear'
+            )
+        if len(args) != expected[verb]:
+            raise ValueError(f'{verb} takes {expected[verb]} argument(s), got {args}')
+        if verb == 'estop':
+            if args[0] not in ('on', 'off'):
+                raise ValueError(f'estop takes on|off, got {args[0]!r}')
+            self.estop = args[0] == 'on'
+            return f'emergency stop {args[0]}'
+        if verb == 'push':
+            try:
+                force, duration = float(args[1]), float(args[2])
+            except ValueError:
+                raise ValueError(
+                    f'push FORCE_N DURATION_S must be numbers, got {args[1:]}'
+                ) from None
+            simulation.push(args[0], force, duration)
+            return f'pushing {args[0]} with {force} N for {duration} s'
+        if verb == 'freeze':
+            simulation.freeze_sensor(args[0])
+            return f'sensor of {args[0]} frozen'
+        simulation.stall_finger(args[0])
+        return f'{args[0]} stalled'
