@@ -30,10 +30,10 @@ CONTROL_DT_S = 0.005
 ROW_5_LEFT = 'finger_l_05_joint'
 # This machine is shared (2 cores, load average up to ~9 while others build): a thread can be
 # descheduled for 0.5 s and more (seen: 593 ms). Tests about something else use a 1 s board
-# watchdog and a 1 s host link timeout so such a stall does not trip them; the watchdog test
+# watchdog and a 2 s host link timeout so such a stall does not trip them; the watchdog test
 # uses the firmware default (0.1 s) and the unplug test detects the unplug by its I/O error.
 TOLERANT_WATCHDOG_S = 1.0
-TOLERANT_LINK_TIMEOUT_S = 1.0
+TOLERANT_LINK_TIMEOUT_S = 2.0
 # Physical outcomes are awaited (in simulated time or state), not timed: wall-clock bound only.
 PATIENCE_S = 15.0
 
@@ -258,7 +258,8 @@ def test_touching_fingers_carry_the_body_weight_like_the_mujoco_backend(
         count = len(board.command_log)
         sent = time.monotonic()
         backend.write(targets, np.ones(len(names), dtype=bool))
-        assert wait_for(lambda c=count: len(board.command_log) > c, PATIENCE_S, 0.0005)
+        arrived = wait_for(lambda c=count: len(board.command_log) > c, PATIENCE_S, 0.0005)
+        assert arrived, f'command never reached the board: {backend.read().fault_messages}'
         latencies.append((board.command_log[-1][0] - sent) * 1000)
         time.sleep(CONTROL_DT_S)
     # Cost of one control cycle's backend calls (hw_interface runs them at 200-500 Hz).
@@ -444,7 +445,7 @@ def test_unplug_drops_the_link_board_retracts_and_replug_reconnects(description,
         targets = touching_targets(board, backend.joint_names)
         settle(board, backend, targets, 1.0)
         assert board.simulation.position_m.max() > 0.01
-        board.disconnect(2.0)
+        board.disconnect(2.5)
         # hw_interface keeps writing: silently unsent while the link is down.
         state = drive_until(backend, targets, lambda s: not s.link_ok)
         assert state.board_faults & p.FAULT_LINK
@@ -454,7 +455,7 @@ def test_unplug_drops_the_link_board_retracts_and_replug_reconnects(description,
         assert wait_for(lambda: backend.read().link_ok, PATIENCE_S)
         state = backend.read()
         print(
-            f'\nunplugged 2.0 s: relinked via {link} -> {os.path.realpath(link)} '
+            f'\nunplugged 2.5 s: relinked via {link} -> {os.path.realpath(link)} '
             f'(was {first_pty}); reconnects {backend.reconnects}, timeouts {state.timeouts}'
         )
         assert backend.reconnects == 1
