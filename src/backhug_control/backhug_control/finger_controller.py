@@ -245,13 +245,10 @@ class FingerControllerBank:
 
     def retract_all(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         """One cycle of retracting every finger (no state input needed: safety, stale data)."""
-        return self.update(
-            dt_s,
-            np.full(self.count, np.nan),
-            np.zeros(self.count),
-            np.zeros(self.count),
-            np.zeros(self.count),
-        )
+        # No fresh state: retract from the last targets (not flagged invalid: the input is
+        # missing as a whole, which the caller reports).
+        zeros = np.zeros(self.count)
+        return self.update(dt_s, self.target_m.copy(), zeros, zeros, zeros)
 
     def update(
         self,

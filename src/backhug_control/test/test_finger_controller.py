@@ -64,6 +64,17 @@ def test_setpoint_at_or_below_the_off_threshold_retracts_at_the_retract_speed() 
     assert targets[-1] == 0.0
 
 
+def test_retract_all_without_state_lowers_every_target_unflagged() -> None:
+    bank = FingerControllerBank(['a', 'b'], FingerGains(retract_speed_m_s=0.02))
+    bank.reset([0.03, 0.001])
+    target, enable = bank.retract_all(DT)
+    assert target.tolist() == pytest.approx([0.03 - 0.02 * DT, 0.001 - 0.02 * DT])
+    assert enable.all() and not bank.invalid.any()
+    for _ in range(400):
+        target, _ = bank.retract_all(DT)
+    assert target.tolist() == [0.0, 0.0]
+
+
 def test_free_space_approach_rises_at_the_approach_speed_until_contact() -> None:
     controller = FingerController('f', FingerGains(approach_speed_m_s=0.01, load_filter_hz=0.0))
     position = 0.0
