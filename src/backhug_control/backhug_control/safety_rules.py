@@ -365,7 +365,9 @@ class SafetyRules:
         self._invalid = invalid
         self._joint_seen = True
         self._joint_received_s = sample.received_s
-        if self._last_stamp is None or sample.stamp_s != self._last_stamp:
+        stamped = math.isfinite(sample.stamp_s) and sample.stamp_s > 0.0
+        # An unstamped publisher (stamp 0) is judged on arrival only.
+        if not stamped or self._last_stamp is None or sample.stamp_s != self._last_stamp:
             self._stamp_changed_s = sample.received_s
             self._last_stamp = sample.stamp_s
         # Frozen values per finger.
@@ -380,7 +382,7 @@ class SafetyRules:
         self._effort = np.where(np.isfinite(effort), effort, self._effort)
         self._peak_effort = np.maximum(self._peak_effort, np.where(invalid, -np.inf, effort))
         # Rise rate over the window, on the samples' own time (sim time rates are physical).
-        t = sample.stamp_s if math.isfinite(sample.stamp_s) else sample.received_s
+        t = sample.stamp_s if stamped else sample.received_s
         window = self.params.rise_rate_window_s
         history = self._rate_history
         if history and t < history[-1][0]:

@@ -217,6 +217,19 @@ def test_frozen_header_stamp_and_frozen_sensor_values(feed: Feed) -> None:
     assert 'sensor frozen' in verdict.reasons[0] and 'finger_r_01_joint' in verdict.reasons[0]
 
 
+def test_unstamped_joint_states_are_judged_on_arrival() -> None:
+    feed = Feed()
+    original = feed.sample
+
+    def unstamped() -> JointSample:
+        return dataclasses.replace(original(), stamp_s=0.0)
+
+    feed.sample = unstamped
+    assert feed.run(1.0).state == sr.OK
+    feed.publishing = False
+    assert '/joint_states stale' in feed.run(0.3).reasons[0]
+
+
 @pytest.mark.parametrize('where', ['effort', 'position', 'velocity', 'missing'])
 def test_nan_or_missing_values_latch_flagged_invalid(feed: Feed, where: str) -> None:
     sample = feed.sample()
