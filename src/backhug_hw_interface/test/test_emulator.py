@@ -197,17 +197,20 @@ def test_board_refuses_bad_frames_with_a_reason_and_moves_nothing(board) -> None
     decoder = p.FrameDecoder()
     received: list = []
 
-    def exchange(frame: bytes, reason: int) -> p.Nack:
+    def expect(frame: bytes, wanted) -> object:
         os.write(fd, frame)
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + PATIENCE_S
         while time.monotonic() < deadline:
             if select_readable(fd):
                 received.extend(decoder.feed(os.read(fd, 65536)))
-            nacks = [f for f in received if isinstance(f, p.Nack) and f.reason == reason]
-            if nacks:
+            matches = [f for f in received if wanted(f)]
+            if matches:
                 received.clear()
-                return nacks[0]
-        raise AssertionError(f'no NACK reason {reason}; got {received}')
+                return matches[0]
+        raise AssertionError(f'no answer to {frame.hex()}; got {received}')
+
+    def exchange(frame: bytes, reason: int) -> p.Nack:
+        return expect(frame, lambda f: isinstance(f, p.Nack) and f.reason == reason)
 
     try:
         count = board.finger_count
@@ -216,7 +219,10 @@ def test_board_refuses_bad_frames_with_a_reason_and_moves_nothing(board) -> None
         assert nack.rejected_type == p.COMMAND and 'before HELLO' in nack.message
         nack = exchange(p.encode_hello(1, version=9), p.NACK_VERSION)
         assert 'protocol version 9 not supported' in nack.message
-        os.write(fd, p.encode_hello(2))
+        ack = expect(p.encode_hello(2), lambda f: isinstance(f, p.HelloAck))
+        assert (ack.seq, ack.version, ack.finger_count) == (0, p.PROTOCOL_VERSION, 26)
+        beat = expect(p.encode_heartbeat(3, 12.5), lambda f: isinstance(f, p.Heartbeat))
+        assert beat.seq > ack.seq  # the board's own counter (restarted at 0 by the HELLO)
         nack = exchange(p.encode_command(3, [0.02] * 10, [True] * 10), p.NACK_FINGER_COUNT)
         assert 'COMMAND has 10 fingers, the board has 26' in nack.message
         beyond = [0.02] * count
