@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 
@@ -81,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f'run_program: {exc}', file=sys.stderr)
         return 2
 
-    rclpy.init(args=sys.argv if argv is None else None)
+    # rclpy's own SIGINT handler would shut the context down before the cancel could be sent:
+    # take SIGINT (Ctrl-C, launch's first signal) and SIGTERM as KeyboardInterrupt instead.
+    rclpy.init(
+        args=sys.argv if argv is None else None,
+        signal_handler_options=rclpy.signals.SignalHandlerOptions.NO,
+    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     node = rclpy.create_node('run_program')
     client = ActionClient(node, RunProgram, RUN_PROGRAM_ACTION)
     goal_handle = None
@@ -139,8 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if result.outcome == RunProgram.Result.COMPLETED else 1
     except KeyboardInterrupt:
         if goal_handle is not None:
+            # The sequencer ramps the fingers down and retracts; wait for it to say so.
             cancel = goal_handle.cancel_goal_async()
             rclpy.spin_until_future_complete(node, cancel, timeout_sec=5.0)
+            accepted = cancel.done() and len(cancel.result().goals_canceling) > 0
+            print(
+                f'run_program: {args.program!r} '
+                + ('cancelled' if accepted else 'interrupted (the cancel was not confirmed)'),
+                file=sys.stderr,
+            )
         return 1
     finally:
         client.destroy()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
 from backhug_bringup.program_client import build_goal
 from backhug_bringup.recorder import PROGRAM_FEEDBACK_TOPIC, SessionRecorder, read_session
-from rclpy.action import ActionServer
+from rclpy.action import ActionServer, CancelResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
 from backhug_interfaces.action import RunProgram
@@ -34,6 +36,13 @@ def _client() -> str:
 
 def _execute(goal_handle):
     goal = goal_handle.request
+    if goal.program_id == 'long':  # runs until cancelled
+        deadline = time.monotonic() + 30
+        while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
+            goal_handle.publish_feedback(RunProgram.Feedback(phase_name='hold', phase_count=1))
+            time.sleep(0.1)
+        goal_handle.canceled()
+        return RunProgram.Result(outcome=RunProgram.Result.CANCELLED, reason='cancelled')
     for index, phase in enumerate(('warm up', 'mobilise')):
         feedback = RunProgram.Feedback(
             phase_name=phase, phase_index=index, phase_count=2, progress=0.5 * index
@@ -68,7 +77,20 @@ def test_bad_arguments_and_no_server_are_named():
 
 def test_program_runs_to_completion_and_feedback_is_recorded(ros_context, spin_nodes, tmp_path):
     server_node = Node('program_sequencer_standin', context=ros_context)
-    server = ActionServer(server_node, RunProgram, '/run_program', _execute)
+    cancels = []
+
+    def on_cancel(goal_handle):
+        cancels.append(goal_handle)
+        return CancelResponse.ACCEPT
+
+    server = ActionServer(
+        server_node,
+        RunProgram,
+        '/run_program',
+        _execute,
+        cancel_callback=on_cancel,
+        callback_group=ReentrantCallbackGroup(),
+    )
     recorder_node = Node('recorder', context=ros_context)
     recorder = SessionRecorder(recorder_node, tmp_path / 'program.mcap')
     spin_nodes(server_node, recorder_node)
@@ -81,20 +103,28 @@ def test_program_runs_to_completion_and_feedback_is_recorded(ros_context, spin_n
     assert 'aborted' in failed.stdout + failed.stderr and 'safety fault: estop' in (
         failed.stdout + failed.stderr
     )
+    # Ctrl-C (or launch's SIGINT) cancels the goal on the server before the client exits.
+    interrupted = subprocess.Popen(
+        [_client(), 'long'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(4)
+    interrupted.send_signal(signal.SIGINT)
+    out, err = interrupted.communicate(timeout=30)
+    assert interrupted.returncode == 1, out + err
+    assert "'long' cancelled" in err
+    assert len(cancels) == 1
     recorder.close()
     server.destroy()  # gone from the graph now, not when the garbage collector gets to it
     feedback = read_session(tmp_path / 'program.mcap').on(PROGRAM_FEEDBACK_TOPIC)
-    assert [m.message.feedback.phase_name for m in feedback] == [
-        'warm up',
-        'mobilise',
-        'warm up',
-        'mobilise',
-    ]
+    names = [m.message.feedback.phase_name for m in feedback]
+    assert names[:4] == ['warm up', 'mobilise', 'warm up', 'mobilise']
+    assert set(names[4:]) == {'hold'}
 
 
 SERVER_THAT_DIES = """
 import threading, time, rclpy
-from rclpy.action import ActionServer
+from rclpy.action import ActionServer, CancelResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from backhug_interfaces.action import RunProgram
 
