@@ -110,7 +110,7 @@ class System:
         self.names = [j.name for j in load_description('sim').joints]
         self.setpoints = np.zeros(len(self.names))
         self.lock = threading.Lock()
-        self.joint_states: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self.joint_states: list[tuple[float, np.ndarray, np.ndarray, float]] = []
         self.commands: list[tuple[float, dict[str, float]]] = []
         self.status = None
         self.status_log: list[tuple[float, object]] = []
@@ -153,8 +153,9 @@ class System:
 
     def _on_state(self, msg) -> None:
         with self.lock:
+            stamp_s = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             self.joint_states.append(
-                (time.monotonic(), np.asarray(msg.position), np.asarray(msg.effort))
+                (time.monotonic(), np.asarray(msg.position), np.asarray(msg.effort), stamp_s)
             )
             del self.joint_states[:-2000]
 
