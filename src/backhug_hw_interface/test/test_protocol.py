@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -98,9 +99,31 @@ def test_crc_parameters_match_their_catalogue_check_values() -> None:
     assert p.crc8(b'123456789') == 0xF4  # CRC-8 (SMBus)
 
 
-def test_worked_example_of_the_protocol_document() -> None:
-    frame = p.encode_command(7, [0.0, 0.012345, 0.04], [True, False, True])
-    assert frame.hex(' ') == 'ba c4 02 07 09 00 03 03 00 05 00 00 39 30 40 9c d9 27'
+DOCUMENT = Path(__file__).resolve().parents[3] / 'docs' / 'board_protocol.md'
+
+
+@pytest.mark.parametrize(
+    ('frame', 'expected'),
+    [
+        (
+            p.Command(7, (0.0, 0.012345, 0.04), (True, False, True)),
+            'ba c4 02 07 09 00 03 | 03 00 05 | 00 00 39 30 40 9c | d9 27',
+        ),
+        (p.Hello(0, 1), 'ba c4 01 00 02 00 b8 01 00 eb 20'),
+        (p.Reset(8), 'ba c4 04 08 04 00 d9 ff ff ff ff 66 de'),
+        (p.Heartbeat(9, 0.25), 'ba c4 03 09 08 00 2c 90 d0 03 00 00 00 00 00 16 0a'),
+        (p.EstopReport(3, 2.0, True), 'ba c4 85 03 09 00 fb 80 84 1e 00 00 00 00 00 01 5f 2d'),
+        (
+            p.State(5, 1.5, 7, 0, 0, (0.012345,), (-0.001,), (42.5,), (0,)),
+            'ba c4 82 05 1d 00 e7 60 e3 16 00 00 00 00 00 07 00 01 00 00 00 00 00 39 30 00 00 18 '
+            'fc ff ff 04 a6 00 00 00 bd 45',
+        ),
+    ],
+)
+def test_worked_examples_of_the_protocol_document(frame, expected) -> None:
+    assert p.encode(frame).hex(' ') == expected.replace(' |', '')
+    if DOCUMENT.exists():  # the source tree (not an installed package): the document agrees
+        assert expected in DOCUMENT.read_text(encoding='utf-8')
 
 
 @FAST
