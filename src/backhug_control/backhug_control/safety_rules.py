@@ -255,7 +255,7 @@ class SafetyRules:
         message = 'latch cleared'
         hardware = self._hardware
         if hardware is not None:
-            self._ack_board_bits = hardware.board_faults & ~FAULT_ESTOP
+            self._ack_board_bits = hardware.board_faults
             for name, bits in zip(hardware.finger_names, hardware.finger_faults, strict=False):
                 i = self._index.get(name)
                 if i is not None:
@@ -417,10 +417,12 @@ class SafetyRules:
             more = int(np.count_nonzero(mask)) - len(items)
             return ', '.join(items) + (f' and {more} more' if more > 0 else '')
 
-        # E-stop input of the board (a software e-stop latches in emergency_stop(), it is an
-        # event, not a condition that could persist and block the reset).
+        # E-stop input of the board while pressed (a software e-stop latches in emergency_stop(),
+        # an event, not a condition that could persist and block the reset). The board's own
+        # FAULT_ESTOP bit stays latched in the board until RESET: it latches ESTOP on its rising
+        # edge below, like the other board bits, and a reset after the release acknowledges it.
         hardware = self._hardware
-        if hardware is not None and (hardware.estop or hardware.board_faults & FAULT_ESTOP):
+        if hardware is not None and hardware.estop:
             estop = True
             faults.append('emergency stop pressed (board)')
 
@@ -502,7 +504,7 @@ class SafetyRules:
             # latched in the board (it keeps its fingers retracted until /hw_interface/reset
             # sends RESET, which needs an OK status first); a bit that clears and comes back
             # latches again. The e-stop input and a down link are never acknowledged.
-            other = hardware.board_faults & ~FAULT_ESTOP
+            other = hardware.board_faults
             finger_bits = np.zeros(n, dtype=np.int64)
             for name, bits in zip(hardware.finger_names, hardware.finger_faults, strict=False):
                 i = self._index.get(name)
@@ -518,12 +520,15 @@ class SafetyRules:
             new_fingers = (finger_bits & ~ack_fingers) != 0
             flags[finger_bits != 0] |= FLAG_BOARD_FAULT
             messages = [m[:160] for m in list(hardware.fault_messages)[:3]]
-            if new:
+            if new & FAULT_ESTOP and not hardware.estop:
+                estop = True
+                faults.append('emergency stop latched by the board')
+            if new & ~FAULT_ESTOP:
                 detail = '; '.join(messages) or f'bits 0x{other:x}'
                 faults.append(f'board fault: {detail}')
             elif new_fingers.any():
                 faults.append(f'board reports finger faults: {name_list(new_fingers)}')
-            elif other or finger_bits.any():
+            if not new and not new_fingers.any() and (other or finger_bits.any()):
                 warnings.append(
                     f'board faults 0x{other:x} still latched in the board (acknowledged by the '
                     'reset; /hw_interface/reset clears them)'

@@ -292,10 +292,22 @@ def test_board_estop_latches_estop_and_blocks_reset_while_pressed(feed: Feed) ->
     assert verdict.state == sr.ESTOP and verdict.latched
     assert verdict.reasons[0] == 'emergency stop pressed (board)'
     assert not feed.rules.reset(feed.now)[0]
-    feed.hardware = HardwareSample(feed.now)
+    # Released, but the board keeps FAULT_ESTOP latched until hw_interface resets it (which
+    # needs an OK status): the reset acknowledges the bit.
+    feed.hardware = HardwareSample(feed.now, board_faults=sr.FAULT_ESTOP)
     assert feed.run(0.02).state == sr.ESTOP
-    assert feed.rules.reset(feed.now)[0]
+    ok, message = feed.rules.reset(feed.now)
+    assert ok and 'acknowledged' in message, message
+    assert feed.run(0.02).state == sr.WARNING
+    feed.hardware = HardwareSample(feed.now)
     assert feed.run(0.02).state == sr.OK
+
+
+def test_board_latched_estop_bit_alone_latches_estop(feed: Feed) -> None:
+    feed.hardware = HardwareSample(feed.now, board_faults=sr.FAULT_ESTOP)
+    verdict = feed.run(0.02)
+    assert verdict.state == sr.ESTOP and verdict.latched
+    assert verdict.reasons[0] == 'emergency stop latched by the board'
 
 
 def test_software_estop_escalates_a_fault_and_resets_when_clear(feed: Feed) -> None:
