@@ -74,8 +74,8 @@ def _finger_row(name: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
-def _regions_of(names: list[str]) -> dict[str, list[int]]:
-    """Finger indices per region: rows split in three equal groups, head to tail."""
+def regions_of(names: list[str]) -> dict[str, list[int]]:
+    """Finger indices per region (upper/mid/lower back): rows split in three, head to tail."""
     rows = sorted({r[1] for r in map(_finger_row, names) if r})
     groups = np.array_split(np.array(rows, dtype=int), len(REGIONS)) if rows else []
     region_of_row = {int(row): REGIONS[i] for i, group in enumerate(groups) for row in group}
@@ -85,6 +85,9 @@ def _regions_of(names: list[str]) -> dict[str, list[int]]:
         if parsed:
             result[region_of_row[parsed[1]]].append(index)
     return result
+
+
+_regions_of = regions_of  # the name backhug run used first
 
 
 def _short(name: str) -> str:
@@ -189,7 +192,7 @@ def _completion(session) -> dict[str, Any]:
 
 def _region_loads(series: dict[str, Any]) -> dict[str, dict[str, float]]:
     loads = {}
-    for region, indices in _regions_of(series['names']).items():
+    for region, indices in regions_of(series['names']).items():
         if not indices:
             continue
         values = series['effort'][:, indices]
