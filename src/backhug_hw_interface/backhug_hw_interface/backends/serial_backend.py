@@ -136,6 +136,7 @@ class SerialBackend(Backend):
         self._stop.clear()
         self._handshake.clear()
         self._handshake_error = None
+        self._ever_up = False  # a fresh open is not a reconnect
         self._thread = threading.Thread(target=self._reader, name='serial_backend', daemon=True)
         self._thread.start()
         deadline = time.monotonic() + self.handshake_timeout_s
