@@ -369,7 +369,7 @@ class SafetyMonitorNode(Node):
     def _reset_hw_interface(self) -> None:
         """Ask /hw_interface/reset a few times (it needs to have heard the OK status first)."""
         self._hw_reset_attempts += 1
-        done = self._hw_reset_attempts > 20 or self.rules.latched
+        done = self._hw_reset_attempts > 50 or self.rules.latched  # 5 s
         if not done and self._hw_reset.service_is_ready():
             future = self._hw_reset.call_async(Trigger.Request())
             future.add_done_callback(self._on_hw_reset_done)
@@ -380,7 +380,12 @@ class SafetyMonitorNode(Node):
     def _on_hw_reset_done(self, future) -> None:
         with contextlib.suppress(Exception):
             response = future.result()
-            if response.success and self._hw_reset_timer is not None:
+            if not response.success:
+                self.get_logger().warning(
+                    f'hw_interface reset refused (retrying): {response.message}',
+                    throttle_duration_sec=1.0,
+                )
+            elif self._hw_reset_timer is not None:
                 self.get_logger().info(f'hw_interface reset: {response.message}')
                 self.destroy_timer(self._hw_reset_timer)
                 self._hw_reset_timer = None

@@ -11,6 +11,7 @@ first retracting command, to the latch and to "every finger below 1 mm" are prin
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -246,7 +247,11 @@ class System:
 
     def _check_hw_heartbeat(self) -> None:
         """Work around a known hw_interface defect instead of waiting forever (reported)."""
-        if wait_for(lambda: 'hw_interface' in self.heartbeat_seen, 20.0, 0.1):
+        # Judge it once hw_interface is active (publishing /joint_states): heartbeats must keep
+        # coming then, not only before its configure.
+        wait_for(lambda: self.state() is not None, 30.0, 0.1)
+        time.sleep(1.0)
+        if time.monotonic() - self.heartbeat_seen.get('hw_interface', -math.inf) < 0.5:
             return
         self.watch_override = ['finger_controllers', 'program_sequencer']
         print(
@@ -305,10 +310,11 @@ def press_row_5(system) -> list[int]:
 
     def ready() -> bool:
         state, latched = system.safety()
-        if latched:
-            system.reset()
-            time.sleep(0.2)
-        return state == ok
+        held = system.hardware is None or system.hardware.safe_stopped
+        if latched or (state == ok and held):
+            system.reset()  # also asks hw_interface to release its safe stop
+            time.sleep(0.3)
+        return state == ok and not held
 
     assert wait_for(ready, 60.0, 0.1), (
         f'safety never OK: {system.status and list(system.status.reasons)}\n'
