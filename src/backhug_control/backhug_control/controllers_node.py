@@ -173,6 +173,7 @@ class FingerControllersNode(Node):
         self._cycles = 0
         self._compute_s: list[float] = []
         self.cycle_count = 0
+        self._last_tick_wall_s = time.monotonic()
 
         self._command_pub = self.create_publisher(
             FingerCommands, qos.FINGER_COMMANDS, qos.STATE_QOS
@@ -359,6 +360,7 @@ class FingerControllersNode(Node):
 
     def _tick(self) -> None:
         start = time.monotonic()
+        self._last_tick_wall_s = start
         reason = self._retract_reason_now(start)
         if _kind(reason) != _kind(self.retract_reason):  # log changes, not ages
             if reason:
@@ -408,8 +410,12 @@ class FingerControllersNode(Node):
         detail = self.retract_reason
         if invalid:
             detail = (detail + '; ' if detail else '') + f'invalid input: {", ".join(invalid)}'
+        stalled_s = time.monotonic() - self._last_tick_wall_s
+        if stalled_s > 0.5:  # e.g. use_sim_time with no /clock: the loop timer never fires
+            detail = f'control loop idle for {stalled_s:.1f} s (node clock stopped?); ' + detail
         if state is None:
             degraded = bool(invalid) or self.retract_reason.startswith('/joint_states')
+            degraded |= stalled_s > 0.5
             state = Heartbeat.STATE_DEGRADED if degraded else Heartbeat.STATE_OK
         msg = Heartbeat(
             node_name=NODE_NAME, state=state, sequence=self._heartbeat_seq, detail=detail

@@ -162,7 +162,7 @@ def test_start_up_retracts_until_every_input_is_fresh_and_safe(
     beats = np.array(peer.heartbeats)
     window = beats[beats > beats[-1] - 1.0]
     print(f'\nheartbeats in the last second: {len(window)}')
-    assert 12 <= len(window) <= 25
+    assert 8 <= len(window) <= 30  # 20 Hz; generous for a shared 2-core machine
 
 
 def test_closed_loop_over_dds_on_the_simulated_device(
@@ -305,3 +305,23 @@ def test_bad_parameter_file_value_exits_naming_it(argument: str, expected: str) 
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def test_heartbeat_degraded_when_the_node_clock_stops(ros_context, spin_nodes, wait, description):
+    """use_sim_time without /clock: no control cycles, and the heartbeat says so."""
+    from rclpy.node import Node
+
+    node, _ = _start(ros_context, spin_nodes, description, use_sim_time=True)
+    listener = Node('heartbeat_listener', context=ros_context)
+    beats: list[Heartbeat] = []
+    listener.create_subscription(
+        Heartbeat,
+        qos.HEARTBEAT,
+        lambda m: beats.append(m) if m.node_name == 'finger_controllers' else None,
+        qos.HEARTBEAT_QOS,
+    )
+    spin_nodes(listener)
+    assert wait(lambda: any(b.state == Heartbeat.STATE_DEGRADED for b in beats), 10.0)
+    degraded = next(b for b in beats if b.state == Heartbeat.STATE_DEGRADED)
+    assert 'control loop idle' in degraded.detail
+    assert node.cycle_count == 0
