@@ -119,7 +119,7 @@ class HwInterfaceNode(LifecycleNode):
         self.joint_names: list[str] = []
         self.state: HardwareState | None = None
         self._loop_timer = None
-        self._timers: list = []
+        self._periodic: list = []
         self._heartbeat_seq = 0
         self._mute_joint_states = False
         self._last_status_key = None
@@ -168,7 +168,9 @@ class HwInterfaceNode(LifecycleNode):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _autostart_once(self) -> None:
-        self.destroy_timer(self._autostart_timer)
+        # cancel, not destroy_timer: rclpy's destroy_timer removes the first *equal* timer
+        # from the node's list, which took the heartbeat timer with it (measured).
+        self._autostart_timer.cancel()
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
         else:  # no lifecycle manager will retry: exit, naming the reason (logged above)
@@ -205,7 +207,7 @@ class HwInterfaceNode(LifecycleNode):
                 SafetyStatus, qos.SAFETY_STATUS, self._on_safety, qos.LATCHED_QOS
             ),
         ]
-        self._services = [
+        self._own_services = [
             self.create_service(SafeStop, qos.SAFE_STOP_SERVICE, self._on_safe_stop),
             self.create_service(Trigger, qos.HW_RESET_SERVICE, self._on_reset),
         ]
@@ -213,7 +215,7 @@ class HwInterfaceNode(LifecycleNode):
             self._subs.append(
                 self.create_subscription(String, '/hw_interface/sim_fault', self._on_fault, 10)
             )
-        self._timers = [
+        self._periodic = [
             self.create_timer(0.1, self._publish_status, clock=self._steady),
             self.create_timer(1.0, self._publish_diagnostics, clock=self._steady),
         ]
@@ -304,9 +306,9 @@ class HwInterfaceNode(LifecycleNode):
                 self.get_logger().error(f'retract on stop failed: {exc}')
 
     def _teardown(self) -> None:
-        for timer in self._timers:
+        for timer in self._periodic:
             self.destroy_timer(timer)
-        self._timers = []
+        self._periodic = []
         if self.backend is not None:
             self.backend.close()
             self.backend = None
@@ -531,12 +533,20 @@ class HwInterfaceNode(LifecycleNode):
 
     def _publish_heartbeat(self) -> None:
         self._heartbeat_seq += 1
-        degraded = self.backend is None or (self.guard is not None and self.guard.safe_stop_reason)
+        # DEGRADED = this node cannot drive the device (not configured, link down). A safe stop
+        # is a commanded state, not a failure of the node: the heartbeat stays OK so the safety
+        # monitor's reset is not blocked by the very stop it asked for.
+        if self.backend is None:
+            degraded, detail = True, 'not configured'
+        elif self.state is not None and not self.state.link_ok:
+            degraded, detail = True, 'link to the device down'
+        else:
+            degraded, detail = False, self.guard.safe_stop_reason if self.guard else ''
         msg = Heartbeat(
             node_name='hw_interface',
             state=Heartbeat.STATE_DEGRADED if degraded else Heartbeat.STATE_OK,
             sequence=self._heartbeat_seq,
-            detail=(self.guard.safe_stop_reason if self.guard else 'not configured') or '',
+            detail=detail,
         )
         msg.header.stamp = self.get_clock().now().to_msg()
         self._heartbeat_pub.publish(msg)
