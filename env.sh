@@ -49,5 +49,9 @@ if [[ $_bh_ws -eq 1 && -f "$_bh_root/install/setup.bash" ]]; then
   COLCON_CURRENT_PREFIX="$_bh_root/install" source "$_bh_root/install/setup.bash"
   [[ $_bh_nounset -eq 1 ]] && set -u
   unset _bh_nounset
+  # The `backhug` command (a console script of backhug_bringup; ament puts those in lib/<pkg>).
+  _bh_bin="$_bh_root/install/backhug_bringup/lib/backhug_bringup"
+  case ":$PATH:" in *":$_bh_bin:"*) ;; *) export PATH="$_bh_bin:$PATH" ;; esac
+  unset _bh_bin
 fi
 unset _bh_ws

@@ -31,6 +31,7 @@ setup(
     extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
+            'backhug = backhug_bringup.cli:main',
             'run_program = backhug_bringup.program_client:main',
             'force_markers = backhug_bringup.force_markers:main',
         ],
