@@ -76,8 +76,9 @@ class FingerGains:
     # Contact detection with hysteresis, N (load-cell noise is ~0.05 N).
     contact_threshold_n: float = 3.0
     release_threshold_n: float = 1.5
-    # A setpoint at or below this means "no contact wanted": retract, N.
-    off_threshold_n: float = 1.0
+    # A setpoint at or below this means "no contact wanted": retract, N. Not below the release
+    # level: a setpoint between them would cycle between losing and regaining contact.
+    off_threshold_n: float = 2.0
     # Most the target may lead the measured position, m: 180 N deflects the 50 N/mm servo by
     # 3.6 mm, plus margin. Bounds windup when a finger is blocked.
     max_lead_m: float = 0.006
@@ -125,6 +126,12 @@ def validate_gains(gains: FingerGains, label: str = 'finger') -> None:
         raise ValueError(
             f'{label}.release_threshold_n ({gains.release_threshold_n}) must be below '
             f'contact_threshold_n ({gains.contact_threshold_n})'
+        )
+    if gains.off_threshold_n < gains.release_threshold_n:
+        raise ValueError(
+            f'{label}.off_threshold_n ({gains.off_threshold_n}) must not be below '
+            f'release_threshold_n ({gains.release_threshold_n}): setpoints between them would '
+            'cycle between contact and approach'
         )
     if gains.min_position_m > gains.max_position_m:
         raise ValueError(

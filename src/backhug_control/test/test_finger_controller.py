@@ -194,6 +194,8 @@ def test_bad_gains_and_inputs_are_rejected_naming_the_field() -> None:
         validate_gains(FingerGains(max_force_n=250.0))
     with pytest.raises(ValueError, match='release_threshold_n'):
         validate_gains(FingerGains(contact_threshold_n=2.0, release_threshold_n=2.0))
+    with pytest.raises(ValueError, match='off_threshold_n'):
+        validate_gains(FingerGains(off_threshold_n=1.0, release_threshold_n=1.5))
     bank = FingerControllerBank(['a', 'b'])
     with pytest.raises(ValueError, match=r'a\.max_velocity_m_s'):
         bank.set_gains('a', FingerGains(max_velocity_m_s=-1.0))
