@@ -57,6 +57,12 @@ from backhug_interfaces.msg import FingerCommands, FingerSetpoints, Heartbeat, S
 
 NODE_NAME = 'finger_controllers'
 MOTION_ALLOWED = (SafetyStatus.OK, SafetyStatus.WARNING)
+_SAFETY_NAMES = {
+    SafetyStatus.OK: 'OK',
+    SafetyStatus.WARNING: 'WARNING',
+    SafetyStatus.FAULT: 'FAULT',
+    SafetyStatus.ESTOP: 'ESTOP',
+}
 
 _GAIN_DESCRIPTIONS = {
     'admittance_gain_m_s_per_n': 'admittance gain: target velocity per newton of force error',
@@ -351,7 +357,8 @@ class FingerControllersNode(Node):
             if now - self._safety_wall_s > p('safety_timeout_s'):
                 return f'/safety/status not heard for {now - self._safety_wall_s:.2f} s'
             if self._safety_state not in MOTION_ALLOWED:
-                return f'safety status {self._safety_state} forbids motion'
+                state = _SAFETY_NAMES.get(self._safety_state, str(self._safety_state))
+                return f'safety status {state} forbids motion'
         if self._setpoint_wall_s is None:
             return 'no /finger_setpoints yet'
         if now - self._setpoint_wall_s > p('setpoint_timeout_s'):
@@ -367,7 +374,7 @@ class FingerControllersNode(Node):
                 self.get_logger().warning(f'retracting every finger: {reason}')
             else:
                 self.get_logger().info('inputs fresh and safety OK: tracking setpoints')
-            self.retract_reason = reason
+        self.retract_reason = reason
         if reason.startswith(('no /joint_states', '/joint_states')):
             target, enable = self.bank.retract_all(self._dt)
         else:
