@@ -197,7 +197,7 @@ def test_dead_node_and_stale_joint_states_latch(ros_context, spin_nodes, wait, n
     detected = time.monotonic() - died
     assert 'heartbeat of finger_controllers missing' in peer.status().reasons[0]
     print(f'\nheartbeat loss latched after {detected:.2f} s (timeout 0.3 s)')
-    assert detected >= 0.25
+    assert detected >= 0.2  # timeout 0.3 s after the last beat, up to 50 ms before 'died'
     assert not peer.call(peer.reset).success
     peer.beating.add('finger_controllers')
     time.sleep(0.2)
