@@ -145,12 +145,17 @@ def _phases(session, t0_ns: int, end_s: float) -> list[dict[str, Any]]:
 
 
 def _safety_events(session, t0_ns: int) -> list[dict[str, Any]]:
-    """Every change of the safety state (the first status counts as a change)."""
+    """Every change of the safety state, and every new latch (the first status is a change).
+
+    Reasons are those at the change; their wording may change while the state holds (a timer
+    in the text) without making a new event.
+    """
     events = []
     previous = None
     for recorded in session.on('/safety/status'):
         msg = recorded.message
-        key = (msg.state, tuple(msg.reasons))
+        latched_at = (int(msg.latched_at.sec), int(msg.latched_at.nanosec))
+        key = (msg.state, latched_at)
         if key != previous:
             events.append(
                 {
@@ -161,6 +166,11 @@ def _safety_events(session, t0_ns: int) -> list[dict[str, Any]]:
             )
             previous = key
     return events
+
+
+def _ready_time(events: list[dict[str, Any]]) -> float | None:
+    """When the safety monitor first allowed motion (OK or WARNING); None if it never did."""
+    return next((e['time_s'] for e in events if e['state'] in ('OK', 'WARNING')), None)
 
 
 def _completion(session) -> dict[str, Any]:
@@ -268,7 +278,11 @@ def make_report(mcap_path: str | Path, out_png: str | Path) -> dict[str, Any]:
             count > 0, np.sqrt((((load - setpoint) * active) ** 2).sum(axis=1) / count), np.nan
         )
     metadata = session.metadata.get('session', {})
-    faults = [e for e in events if e['state'] in ('FAULT', 'ESTOP')]
+    # The monitor starts in FAULT until every node and stream is there: that is start-up, not a
+    # fault of the session. Faults count from the first OK (all of them if it never came).
+    ready_s = _ready_time(events)
+    first_ok = next((i for i, e in enumerate(events) if e['state'] in ('OK', 'WARNING')), 0)
+    faults = [e for e in events[first_ok:] if e['state'] in ('FAULT', 'ESTOP')]
     summary = {
         'recording': str(mcap_path),
         'program': metadata.get('program') or (phases and 'unnamed program') or 'none',
@@ -287,6 +301,7 @@ def make_report(mcap_path: str | Path, out_png: str | Path) -> dict[str, Any]:
         if np.isfinite(rms_error).any()
         else None,
         'faults': faults,
+        'ready_at_s': ready_s,
         'warnings': sum(1 for e in events if e['state'] == 'WARNING'),
         'recording_truncated': session.truncated,
     }
@@ -393,6 +408,8 @@ def summary_text(summary: dict[str, Any]) -> str:
         )
     if summary.get('rms_tracking_error_n') is not None:
         lines.append(f'Tracking:    RMS error {summary["rms_tracking_error_n"]:.1f} N')
+    if summary.get('ready_at_s') is None and summary['faults']:
+        lines.append('Start-up:    the safety monitor never allowed motion')
     if summary['faults']:
         for fault in summary['faults']:
             reasons = '; '.join(fault['reasons']) or 'no reason given'

@@ -56,14 +56,19 @@ def _record_session(ros_context, path, *, close=True, bare_feedback=False):
             JointState(name=NAMES, position=[0.0] * len(NAMES), effort=effort.tolist()),
             stamp + 1000,
         )
-        if i in (0, 15 * RATE_HZ, 16 * RATE_HZ):
+        if i == 0:  # start-up: the monitor waits for the streams (not a session fault)
+            for reason in ('waiting for /joint_states (0.1 s)', 'waiting for /joint_states'):
+                status = SafetyStatus(state=SafetyStatus.FAULT, reasons=[reason])
+                recorder.record('/safety/status', status, stamp - 1000)
+        if i in (0, 15 * RATE_HZ, 16 * RATE_HZ) or i % 10 == 0:  # on change + periodic
             status = SafetyStatus(state=SafetyStatus.OK)
-            if i == 15 * RATE_HZ:
+            if 15 * RATE_HZ <= i < 16 * RATE_HZ:
                 status = SafetyStatus(
                     state=SafetyStatus.FAULT,
                     latched=True,
                     reasons=['finger_l_05_joint overload: 150.0 N > 120.0 N'],
                 )
+                status.latched_at.sec = 15
             recorder.record('/safety/status', status, stamp + 2000)
     result = RunProgram.Result(
         outcome=RunProgram.Result.ABORTED,
@@ -116,6 +121,7 @@ def test_report_summary_and_picture(ros_context, tmp_path):
         }
     ]
     assert summary['recording_truncated'] is False
+    assert summary['ready_at_s'] == pytest.approx(0.0, abs=0.01)
 
     image = matplotlib.image.imread(tmp_path / 'out' / 'report.png')
     assert image.shape[:2] == (900, 1200)
