@@ -11,7 +11,6 @@ first retracting command, to the latch and to "every finger below 1 mm" are prin
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import subprocess
@@ -117,7 +116,6 @@ class System:
         self.status_log: list[tuple[float, object]] = []
         self.hardware = None
         self.heartbeat_seen: dict[str, float] = {}
-        self.watch_override: list[str] | None = None
         self.context = Context()
         rclpy.init(context=self.context)
         node = self.node = Node('program_sequencer', context=self.context)
@@ -226,8 +224,6 @@ class System:
             command += [arg for k, v in overrides for arg in ('-p', f'{k}:={v}')]
         if name == 'finger_controllers' and not self.sim_time:
             command[-1] = 'use_sim_time:=false'
-        if name == 'safety_monitor' and self.watch_override is not None:
-            command += ['-p', f'watched_nodes:=[{",".join(self.watch_override)}]']
         self.processes[name] = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
         )
@@ -241,24 +237,7 @@ class System:
         for name in COMMANDS:
             process = self.processes.get(name)
             if process is None or process.poll() is not None:
-                if name == 'safety_monitor' and self.watch_override is None:
-                    self._check_hw_heartbeat()
                 self.start(name)
-
-    def _check_hw_heartbeat(self) -> None:
-        """Work around a known hw_interface defect instead of waiting forever (reported)."""
-        # Judge it once hw_interface is active (publishing /joint_states): heartbeats must keep
-        # coming then, not only before its configure.
-        wait_for(lambda: self.state() is not None, 30.0, 0.1)
-        time.sleep(1.0)
-        if time.monotonic() - self.heartbeat_seen.get('hw_interface', -math.inf) < 0.5:
-            return
-        self.watch_override = ['finger_controllers', 'program_sequencer']
-        print(
-            '\nWORKAROUND: hw_interface publishes no /heartbeat after configure (its '
-            'self._timers replaces rclpy Node._timers, dropping the heartbeat timer); '
-            'safety_monitor runs with watched_nodes without hw_interface for these tests'
-        )
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -317,7 +296,8 @@ def press_row_5(system) -> list[int]:
         return state == ok and not held
 
     assert wait_for(ready, 60.0, 0.1), (
-        f'safety never OK: {system.status and list(system.status.reasons)}\n'
+        f'safety never OK: {system.status and list(system.status.reasons)}; heartbeats seen '
+        f'{ {n: round(time.monotonic() - t, 2) for n, t in system.heartbeat_seen.items()} } s ago\n'
         + '\n'.join(system.log_tail(n, 10) for n in COMMANDS)
     )
     # hw_interface may still hold the safe stop of the previous test: the monitor's reset asks it.
