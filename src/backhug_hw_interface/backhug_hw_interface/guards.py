@@ -45,7 +45,7 @@ class GuardParams:
 
     command_timeout_s: float = 0.2
     hold_timeout_s: float = 0.3
-    safety_timeout_s: float = 0.25
+    safety_timeout_s: float = 0.5
     retract_speed_m_s: float = 0.02
     require_safety: bool = True
 

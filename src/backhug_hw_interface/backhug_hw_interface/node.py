@@ -88,7 +88,7 @@ PARAMETERS = {
     'serial_baudrate': (1_000_000, _int('serial: baud rate', 9600, 12_000_000, read_only=True)),
     'command_timeout_s': (0.2, _float('command older than this (wall s) is held', 0.005, 5.0)),
     'hold_timeout_s': (0.3, _float('hold (s) after the timeout, then retract', 0.0, 10.0)),
-    'safety_timeout_s': (0.25, _float('safety status older than this (s): no motion', 0.01, 5.0)),
+    'safety_timeout_s': (0.5, _float('safety status older than this (s): no motion', 0.01, 5.0)),
     'retract_speed_m_s': (0.02, _float('retract speed, m/s', 0.001, 0.2)),
     'require_safety': (True, _text('no motion without a fresh OK safety status', False)),
     'fault_injection': (False, _text('simulation only: accept /hw_interface/sim_fault')),
