@@ -284,7 +284,7 @@ class Supervisor:
                 time.monotonic() - self.progress.joint_states_wall < 1.0
             ),
             'safety_monitor status OK': lambda: self.progress.safety_state in (0, 1),
-            'program_sequencer /run_program': lambda: self.run_client.server_is_ready(),
+            'program_sequencer /run_program': self.run_client.server_is_ready,
         }
         while time.monotonic() < deadline:
             dead = self.check_children()
@@ -304,6 +304,21 @@ class Supervisor:
             f'system not ready after {timeout_s:.0f} s: waiting for {", ".join(missing)}'
             + (f' (safety: {reasons})' if reasons else '')
         )
+
+    def clear_startup_latch(self) -> None:
+        """A latch during start-up (a node stalled importing, before any motion) is reset once.
+
+        Nothing has moved yet, so the reset is the operator's normal power-up acknowledgement;
+        a condition that persists keeps the reset refused and the program is then rejected.
+        """
+        from std_srvs.srv import Trigger
+
+        time.sleep(1.0)  # let start-up stalls show up before the program starts
+        if self.progress.safety_state in (0, 1):
+            return
+        answer = self.call(self.safety_reset_client, Trigger.Request())
+        if answer is not None:
+            print(f'start-up safety reset: {answer.message}', flush=True)
 
     def call(self, client, request, timeout_s: float = 5.0):
         if not client.wait_for_service(timeout_sec=timeout_s):
@@ -387,7 +402,7 @@ class Supervisor:
         if not handle.accepted:
             return 'REJECTED', 'program_sequencer rejected the goal', 0.0
         result_future = handle.get_result_async()
-        last_print = 0.0
+        last_print = cancel_started = 0.0
         cancelled = False
         while not result_future.done():
             time.sleep(0.05)
@@ -396,16 +411,15 @@ class Supervisor:
                 last_print = now
                 self.print_progress()
             if self.stop_requested and not cancelled:
-                cancelled = True
+                cancelled, cancel_started = True, now
                 print(f'\nstopping: {self.stop_requested}; ramping down', flush=True)
                 handle.cancel_goal_async()
             dead = self.check_children()
             if dead is not None:
                 self.dead = dead
                 return 'ABORTED', f'node {dead.name} {dead.exit_description()}', 0.0
-            if cancelled and self.stop_requested and not self.wait_until(result_future.done, 0.0):
-                if now - self._cancel_wall() > 15.0:
-                    return 'CANCELLED', self.stop_requested, 0.0
+            if cancelled and now - cancel_started > 15.0:
+                return 'CANCELLED', self.stop_requested, 0.0
         self.print_progress(final=True)
         wrapped = result_future.result()
         result = wrapped.result
@@ -414,11 +428,6 @@ class Supervisor:
         if wrapped.status == GoalStatus.STATUS_CANCELED:
             outcome = 'CANCELLED'
         return outcome, result.reason, float(result.completed_fraction)
-
-    def _cancel_wall(self) -> float:
-        if not hasattr(self, '_cancel_started'):
-            self._cancel_started = time.monotonic()
-        return self._cancel_started
 
     def run_scan(self, user, kind: str, description):
         """One spine scan; returns a SpineMapResult (maybe incomplete) or None."""
@@ -552,6 +561,7 @@ def run(args: argparse.Namespace) -> int:
         supervisor.wait_ready(args.startup_timeout)
         startup_s = time.monotonic() - supervisor.started_wall
         print(f'system up in {startup_s:.1f} s; running {program.id}', flush=True)
+        supervisor.clear_startup_latch()
         if args.scan:
             scans['before'] = supervisor.run_scan(goal.user, 'before', description)
         if not supervisor.stop_requested and supervisor.check_children() is None:
@@ -583,12 +593,21 @@ def run(args: argparse.Namespace) -> int:
         exit_code = EXIT_NODE_DIED
     elif supervisor.stop_requested:
         exit_code = EXIT_INTERRUPTED
-    finish_session(session, program, args, outcome, reason, fraction, scans, supervisor)
+    finish_session(
+        session,
+        program,
+        args,
+        outcome=outcome,
+        reason=reason,
+        fraction=fraction,
+        scans=scans,
+        supervisor=supervisor,
+    )
     print(f'outcome: {outcome}' + (f' — {reason}' if reason else ''), flush=True)
     return exit_code
 
 
-def finish_session(session, program, args, outcome, reason, fraction, scans, supervisor) -> None:
+def finish_session(session, program, args, *, outcome, reason, fraction, scans, supervisor) -> None:
     """report.png, summary.json (and the spine map) from the closed recording."""
     from backhug_bringup.report import ReportError, make_report, summary_text
 

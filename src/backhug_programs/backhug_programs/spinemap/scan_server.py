@@ -89,11 +89,11 @@ class ScanSpineServer:
         self._scan_lock = threading.Lock()
         self._safety_reason = ''
         self._last_sample_wall = 0.0
-        group = ReentrantCallbackGroup()
+        self._group = ReentrantCallbackGroup()
         self._index: list[int] | None = None
-        node.create_subscription(
-            JointState, '/joint_states', self._on_joint_state, 10, callback_group=group
-        )
+        # /joint_states only while a scan runs: at 200 Hz (x sim speed) an idle subscription is
+        # a large share of the sequencer's CPU in Python.
+        self._subscription = None
         self._server = ActionServer(
             node,
             ScanSpine,
@@ -101,7 +101,7 @@ class ScanSpineServer:
             execute_callback=self._execute,
             goal_callback=self._on_goal,
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
-            callback_group=group,
+            callback_group=self._group,
         )
 
     @property
@@ -163,6 +163,9 @@ class ScanSpineServer:
             self._last_sample_wall = time.monotonic()
             with self._scan_lock:
                 self._scan = scan
+            self._subscription = self._node.create_subscription(
+                JointState, '/joint_states', self._on_joint_state, 10, callback_group=self._group
+            )
             self._node.get_logger().info(f'spine scan started for user {goal.user.user_id!r}')
             feedback = ScanSpine.Feedback()
             while not scan.done:
@@ -201,6 +204,9 @@ class ScanSpineServer:
         finally:
             with self._scan_lock:
                 self._scan = None
+            if self._subscription is not None:
+                self._node.destroy_subscription(self._subscription)
+                self._subscription = None
             self._motion_lock.release()
 
     def _on_joint_state(self, msg: JointState) -> None:
