@@ -10,6 +10,7 @@ monitor says, the targets written to the device come out of ``CommandGuard.updat
   still, every finger retracts;
 - no motion unless the safety status is OK or WARNING and was heard within
   ``safety_timeout_s`` (no safety monitor, no motion);
+- a safety status that was heard and then went silent latches a safe stop;
 - ``safe_stop`` (the safety monitor's call, or a lost link) retracts and holds until ``reset``,
   which is refused while the safety status is not OK/WARNING or the link is down.
 
@@ -241,6 +242,10 @@ class CommandGuard:
             return f'safe stop: {self.safe_stop_reason}'
         blocker = self.safety_blocker(now_s)
         if blocker:
+            if self._safety_time_s is not None and 'not heard' in blocker:
+                # A safety monitor that was there and went silent is a fault, not a pause:
+                # latch, so a restarted monitor cannot resume motion without a reset.
+                self.safe_stop(blocker)
             return blocker
         if self._command_time_s is None:
             return 'no command yet'

@@ -215,6 +215,13 @@ def test_no_safety_status_means_no_motion_and_retract(system, contact_heights, w
     # Commands keep coming, but without a safety monitor nothing rises again.
     time.sleep(1.0)
     assert peer.positions().max() < RETRACTED_M
+    # A monitor that comes back (restarted after a crash) does not resume motion by itself.
+    peer.send_safety = True
+    time.sleep(1.0)
+    assert peer.positions().max() < RETRACTED_M, 'motion resumed without a reset'
+    assert peer.status.safe_stopped
+    assert peer.call(peer.reset, Trigger.Request()).success
+    assert wait(lambda: peer.positions().max() > 0.005, 20.0), 'no motion after the reset'
 
 
 def test_safety_fault_retracts(system, contact_heights, wait) -> None:
