@@ -489,7 +489,10 @@ def parse_program(
                 )
             ]
         )
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader checks every character at once
+    except yaml.YAMLError as error:
+        raise ProgramError([Issue(file, 0, '', f'invalid YAML: {error}')]) from None
     try:
         try:
             root = loader.get_single_node()
