@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import struct
 from pathlib import Path
 
@@ -12,7 +13,11 @@ from hypothesis import strategies as st
 
 from backhug_hw_interface import protocol as p
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# BACKHUG_FUZZ_EXAMPLES=N (make faults): a long fuzz run, N examples per property.
+LONG = int(os.environ.get('BACKHUG_FUZZ_EXAMPLES', '0'))
+FAST = settings(
+    max_examples=LONG or 150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 seqs = st.integers(0, 255)
 counts = st.integers(1, p.MAX_FINGERS)
@@ -264,7 +269,7 @@ def test_bad_values_are_refused_naming_the_field(call, message) -> None:
         call()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=LONG or 300, deadline=None)
 @given(st.lists(st.binary(max_size=300), max_size=8))
 def test_feeding_random_bytes_never_raises(chunks) -> None:
     decoder = p.FrameDecoder()
@@ -274,7 +279,7 @@ def test_feeding_random_bytes_never_raises(chunks) -> None:
     assert decoder.garbage_bytes <= sum(map(len, chunks))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=LONG or 200, deadline=None)
 @given(st.binary(min_size=1, max_size=40), seqs, st.sampled_from(sorted(p._KNOWN_TYPES)))
 def test_checked_frames_with_random_payloads_never_raise(payload, seq, frame_type) -> None:
     decoded, decoder = _decode_all(p.encode_frame(frame_type, seq, payload))
