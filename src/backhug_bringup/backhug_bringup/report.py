@@ -325,7 +325,7 @@ def make_report(mcap_path: str | Path, out_png: str | Path) -> dict[str, Any]:
     heat_axis.set_yticks(range(len(series['names'])))
     heat_axis.set_yticklabels([_short(n) for n in series['names']], fontsize=6)
     heat_axis.set_ylabel('finger (L/R, row from head)')
-    heat_axis.set_title('Force on each finger (N)')
+    heat_axis.set_title('Force on each finger (N)', pad=14)  # room for the phase names
     figure.colorbar(image, ax=axes.tolist(), location='right', shrink=0.4, label='load (N)')
 
     track_axis.plot(t, mean_setpoint, label='asked (mean setpoint)', color='tab:blue')
@@ -342,7 +342,8 @@ def make_report(mcap_path: str | Path, out_png: str | Path) -> dict[str, Any]:
         state_v = [m.message.state for m in states]
         safety_axis.step(state_t, [*state_v, state_v[-1]], where='post', color='black')
     for event in events:
-        if event['state'] != 'OK':
+        # Before the first joint state is start-up (the monitor waits for the streams).
+        if event['state'] != 'OK' and event['time_s'] >= 0.0:
             colour = 'tab:orange' if event['state'] == 'WARNING' else 'tab:red'
             for axis in axes:
                 axis.axvline(event['time_s'], color=colour, linestyle='--', linewidth=1)
@@ -356,7 +357,8 @@ def make_report(mcap_path: str | Path, out_png: str | Path) -> dict[str, Any]:
     safety_axis.set_yticks(list(SAFETY_STATES), list(SAFETY_STATES.values()))
     safety_axis.set_ylim(-0.5, 3.5)
     safety_axis.set_title('Safety state')
-    safety_axis.set_xlabel('time since start of recording (s)')
+    safety_axis.set_xlabel('time since the first joint state (s)')
+    safety_axis.set_xlim(0.0, max(duration_s, 1.0))
 
     for i, phase in enumerate(phases):
         for axis in axes[1:]:
