@@ -87,8 +87,15 @@ def test_the_executable_refuses_an_unknown_hardware():
     assert bad.returncode == 2
     assert "parameter hardware: 'simulator' is not one of sim" in bad.stderr + bad.stdout
     good = subprocess.Popen([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(3)
+    lines = []
+    deadline = time.monotonic() + 60  # start-up (imports, xacro) is slow on a loaded machine
+    while time.monotonic() < deadline:
+        line = good.stdout.readline()
+        lines.append(line)
+        if not line or '/finger_forces/markers at 10 Hz for hardware sim' in line:
+            break
     good.send_signal(signal.SIGINT)
     output, _ = good.communicate(timeout=15)
+    output = ''.join(lines) + output
+    assert '/finger_forces/markers at 10 Hz for hardware sim' in output, output
     assert good.returncode == 0, output
-    assert '/finger_forces/markers at 10 Hz for hardware sim' in output

@@ -62,9 +62,14 @@ def test_the_system_file_validates_for_every_hardware(hardware):
     expected_backend = {'sim': 'mujoco', 'real': 'serial'}.get(hardware, 'ros2_control')
     assert hw.parameters['backend'] == expected_backend
     assert hw.parameters['publish_clock'] is (hardware == 'sim')
+    # With sim, hw_interface owns /clock and must not follow it (it would wait for itself);
+    # the nodes that act on program time follow the system's clock everywhere.
+    if hardware == 'sim':
+        assert system.node('hw_interface').parameters['use_sim_time'] is False
+    for name in ('finger_controllers', 'program_sequencer'):
+        assert system.node(name).parameters['use_sim_time'] is system.use_sim_time, name
     for node in system.nodes:
-        clock_owner = hardware == 'sim' and node.name == 'hw_interface'
-        assert node.parameters['use_sim_time'] is (system.use_sim_time and not clock_owner)
+        assert isinstance(node.parameters['use_sim_time'], bool)
     assert system.use_sim_time is (hardware in ('sim', 'gazebo'))
     assert 'robot_state_publisher' in system.infrastructure
     assert ('gz_sim' in system.infrastructure) is (hardware == 'gazebo')
