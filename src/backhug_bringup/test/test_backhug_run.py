@@ -1,0 +1,229 @@
+"""``backhug run`` end to end, as a user runs it: the installed command in its own process.
+
+A short program on the simulated device: it completes faster than real time and leaves a
+readable recording (every message decodes with mcap-ros2-support), a report and a summary.
+Ctrl-C mid-run retracts the fingers before the command exits and the recording stays readable;
+SIGKILL of one node mid-run ends with the fingers retracted by the safety path and a non-zero
+exit naming the dead node. Bad arguments are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+RETRACTED_M = 0.001
+
+SHORT_PROGRAM = """\
+id: short_test
+name: Short test
+description: >
+  A 16-second program for the bringup tests: a rhythmic press on the whole back, then a hold.
+phases:
+  - name: presses
+    region: full_back
+    pattern: rhythmic_press
+    force_n: 40
+    frequency_hz: 1.0
+    duration_s: 8
+    ramp_s: 2
+  - name: hold
+    region: mid_back
+    pattern: sustained_hold
+    force_n: 40
+    duration_s: 8
+    ramp_s: 2
+"""
+
+LONG_PROGRAM = SHORT_PROGRAM.replace('duration_s: 8', 'duration_s: 120').replace(
+    'id: short_test', 'id: long_test'
+)
+
+
+def backhug(*args: str, program: Path, out: Path) -> subprocess.Popen:
+    command = [
+        'backhug',
+        'run',
+        '--program',
+        str(program),
+        '--out',
+        str(out),
+        '--speed',
+        '2',
+        '--startup-timeout',
+        '120',
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+    )
+
+
+def write_program(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / 'program.yaml'
+    path.write_text(text, encoding='utf-8')
+    return path
+
+
+def last_positions(mcap: Path) -> np.ndarray:
+    """The finger positions of the last /joint_states in the recording."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    last = None
+    with open(mcap, 'rb') as stream:
+        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+        for _, _, _, message in reader.iter_decoded_messages(topics=['/joint_states']):
+            last = message
+    assert last is not None, 'no /joint_states in the recording'
+    return np.asarray(last.position)
+
+
+def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float) -> list[str]:
+    """Read output lines until one contains ``needle``; returns the lines read."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    os.set_blocking(process.stdout.fileno(), False)
+    buffer = ''
+    while time.monotonic() < deadline:
+        chunk = process.stdout.read()
+        if chunk:
+            buffer += chunk
+            *complete, buffer = buffer.split('\n')
+            lines += complete
+            if any(needle in line for line in complete):
+                os.set_blocking(process.stdout.fileno(), True)
+                return lines
+        elif process.poll() is not None:
+            break
+        time.sleep(0.1)
+    os.set_blocking(process.stdout.fileno(), True)
+    raise AssertionError(f'{needle!r} not seen in the output:\n' + '\n'.join([*lines, buffer]))
+
+
+def finish(process: subprocess.Popen, timeout_s: float) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f'backhug run did not exit in {timeout_s} s:\n{output}') from None
+    return output
+
+
+def test_a_short_program_completes_faster_than_real_time_and_leaves_its_session(tmp_path):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    out = tmp_path / 'session'
+    started = time.monotonic()
+    process = backhug(program=write_program(tmp_path, SHORT_PROGRAM), out=out)
+    output = finish(process, 240)
+    wall_s = time.monotonic() - started
+    print(output[-2500:])
+    assert process.returncode == 0, output
+    assert 'outcome: COMPLETED' in output
+    assert '%' in output and 's left' in output, 'no live progress printed'
+    for name in ('session.mcap', 'report.png', 'summary.json'):
+        assert (out / name).is_file(), f'{name} missing from the session folder'
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['program'] == 'short_test'
+    assert summary['outcome'] == 'COMPLETED'
+    assert summary['completed_fraction'] == pytest.approx(1.0, abs=0.02)
+    for region in summary['regions'].values():
+        assert 0.0 <= region['mean_n'] <= region['peak_n'] <= 180.0
+    assert max(r['peak_n'] for r in summary['regions'].values()) > 20.0, 'nobody was pressed'
+
+    counts: dict[str, int] = {}
+    sim_times: list[float] = []
+    with open(out / 'session.mcap', 'rb') as stream:
+        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+        for _, channel, _, message in reader.iter_decoded_messages():
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+            if channel.topic == '/joint_states':
+                sim_times.append(message.header.stamp.sec + message.header.stamp.nanosec * 1e-9)
+    print(f'\nrecorded: {counts}')
+    for topic in (
+        '/joint_states',
+        '/finger_setpoints',
+        '/finger_commands',
+        '/safety/status',
+        '/hardware/status',
+        '/diagnostics',
+        '/heartbeat',
+        '/robot_description',
+        '/run_program/_action/feedback',
+    ):
+        assert counts.get(topic, 0) > 0, f'{topic} not recorded'
+    assert counts['/joint_states'] > 16 * 20, 'fewer joint states than 16 s at 20 Hz'
+    simulated_s = sim_times[-1] - sim_times[0]
+    print(f'simulated {simulated_s:.1f} s in {wall_s:.1f} s wall (x{simulated_s / wall_s:.2f})')
+    assert simulated_s >= 16.0
+    assert np.max(last_positions(out / 'session.mcap')) < RETRACTED_M
+
+
+def test_ctrl_c_retracts_the_fingers_before_exit_and_keeps_the_recording(tmp_path):
+    out = tmp_path / 'session'
+    process = backhug(program=write_program(tmp_path, LONG_PROGRAM), out=out)
+    wait_for_line(process, 'running long_test', 150)
+    time.sleep(8.0)  # fingers up and pressing
+    process.send_signal(signal.SIGINT)
+    output = finish(process, 90)
+    print(output[-2000:])
+    assert process.returncode == 130, output
+    assert output.index('fingers retracted') < output.index('outcome:')
+    assert np.max(last_positions(out / 'session.mcap')) < RETRACTED_M
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['outcome'] == 'CANCELLED'
+
+
+@pytest.mark.skipif(sys.platform != 'linux', reason='process tree inspection needs Linux')
+def test_sigkill_of_a_node_retracts_and_names_it(tmp_path):
+    out = tmp_path / 'session'
+    process = backhug(program=write_program(tmp_path, LONG_PROGRAM), out=out)
+    wait_for_line(process, 'running long_test', 150)
+    time.sleep(6.0)
+    children = psutil.Process(process.pid).children()
+    victim = next(c for c in children if 'finger_controllers' in ' '.join(c.cmdline()))
+    victim.send_signal(signal.SIGKILL)
+    output = finish(process, 90)
+    print(output[-2000:])
+    assert process.returncode == 3, output
+    assert 'node finger_controllers killed by SIGKILL' in output
+    assert 'fingers retracted' in output
+    assert np.max(last_positions(out / 'session.mcap')) < RETRACTED_M
+
+
+@pytest.mark.parametrize(
+    ('args', 'message'),
+    [
+        (['--program', 'no_such_program'], 'no_such_program'),
+        (['--intensity', '1.5'], 'intensity'),
+        (['--speed', 'nan'], 'speed'),
+        (['--height', '3'], 'height'),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_starts(tmp_path, args, message):
+    out = tmp_path / 'session'
+    result = subprocess.run(
+        ['backhug', 'run', '--out', str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert not out.exists(), 'a session folder was created for a refused run'
