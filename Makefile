@@ -19,6 +19,14 @@ run: setup  ## the main job: bring the system up on the simulated device and run
 test: setup  ## all tests and linters; exits non-zero when any fails
 	@$(ENV) tools/run_tests.sh $(ARGS)
 
+bench: setup  ## performance figures of this machine -> bench/results.json, bench/results.md
+	@$(ENV) python bench/run_bench.py $(ARGS)
+
+faults: setup  ## long fuzz run of the parsers, then the randomised fault campaign -> bench/faults.json
+	@$(ENV) BACKHUG_FUZZ_EXAMPLES=$${BACKHUG_FUZZ_EXAMPLES:-3000} python -m pytest -q -p no:cacheprovider \
+		src/backhug_programs/test/test_fuzz_schema.py src/backhug_hw_interface/test/test_protocol.py
+	@$(ENV) python bench/faults.py $(ARGS)
+
 lint: setup  ## linters only
 	@$(ENV) ruff check . && ruff format --check .
 

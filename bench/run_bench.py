@@ -137,6 +137,8 @@ def _cpu_of(pids: dict[str, int], seconds: float) -> dict:
 def bench_serial(folder: Path, repeats: int) -> dict:
     """hw_interface (serial backend) on the board emulator's pty, safety_monitor,
     finger_controllers; this process plays program_sequencer."""
+    from backhug_hw_interface import protocol as p
+
     log_dir = folder / 'serial'
     log_dir.mkdir()
     emulator = harness.Emulator(log_dir)
@@ -161,8 +163,17 @@ def bench_serial(folder: Path, repeats: int) -> dict:
             return {'error': 'safety never OK: ' + nodes.log_tail('hw_interface')}
         row5 = [i for i, n in enumerate(peer.names) if n.endswith('_05_joint')]
         out['setpoint_to_board_ms'] = stats(_setpoint_to_board(peer, emulator, row5, repeats))
-        out['board_to_joint_states_ms'] = stats(_board_to_joint_states(peer, emulator, repeats))
+        out['board_to_joint_states_ms'] = stats(
+            _board_to_joint_states(peer, emulator, row5, repeats)
+        )
+        faults_before = len(emulator.board.fault_log)
+        out['unprovoked_board_faults'] = [
+            f'{p.fault_names(r.fault_bits)} finger {r.finger}'
+            for _, r in list(emulator.board.fault_log)
+        ]
+        out['unprovoked_board_fault_count'] = len(out['unprovoked_board_faults'])
         out.update(_reactions(peer, emulator, nodes, row5, max(2, repeats // 3)))
+        out['board_faults_in_reaction_tests'] = len(emulator.board.fault_log) - faults_before
     finally:
         peer.setpoints[:] = 0
         peer.close()
@@ -177,6 +188,8 @@ def _setpoint_to_board(peer, emulator, fingers, repeats) -> list[float]:
     for _ in range(repeats):
         peer.playing = True
         peer.setpoints[:] = 0.0
+        if not peer.ready(30):  # a board watchdog trip on a loaded machine latches a fault
+            continue
         wait_for(lambda: np.nanmax(peer.positions()[fingers]) < RETRACTED_M, 5)
         time.sleep(0.5)
         base = emulator.board.command_log[-1][1][fingers].copy()
@@ -201,15 +214,20 @@ def _setpoint_to_board(peer, emulator, fingers, repeats) -> list[float]:
     return out
 
 
-def _board_to_joint_states(peer, emulator, repeats) -> list[float]:
-    """A 30 N push on a retracted finger at the board -> first /joint_states showing it."""
+def _board_to_joint_states(peer, emulator, fingers, repeats) -> list[float]:
+    """A +15 N push at the board on a finger pressing at 40 N (a load on a retracted finger
+    rests on its end stop and is not measured) -> first /joint_states showing +8 N."""
     out = []
-    index = peer.names.index('finger_r_10_joint')
+    index = fingers[0]
+    name = peer.names[index]
+    _press(peer, fingers)
     for _ in range(repeats):
-        time.sleep(0.6)
+        if not (peer.safety()[0] == peer.SafetyStatus.OK and not peer.hardware.safe_stopped):
+            _press(peer, fingers)
+        time.sleep(0.8)
         base = float(peer.loads()[index])
         t0 = time.monotonic()
-        emulator.control('push finger_r_10_joint 30 0.3')
+        emulator.control(f'push {name} 15 0.3')
 
         def first_seen(t0=t0, base=base):
             states = list(peer.joint_states)
