@@ -23,7 +23,7 @@ bench: setup  ## performance figures of this machine -> bench/results.json, benc
 	@$(ENV) python bench/run_bench.py $(ARGS)
 
 faults: setup  ## long fuzz run of the parsers, then the randomised fault campaign -> bench/faults.json
-	@$(ENV) BACKHUG_FUZZ_EXAMPLES=$${BACKHUG_FUZZ_EXAMPLES:-3000} python -m pytest -q -p no:cacheprovider \
+	@$(ENV) BACKHUG_FUZZ_EXAMPLES=$${BACKHUG_FUZZ_EXAMPLES:-1000} python -m pytest -q -p no:cacheprovider \
 		src/backhug_programs/test/test_fuzz_schema.py src/backhug_hw_interface/test/test_protocol.py
 	@$(ENV) python bench/faults.py $(ARGS)
 

@@ -242,7 +242,7 @@ class Campaign:
         from backhug_bringup.recorder import SessionRecorder, read_session
 
         fault = self.rng.choice(SIM_FAULTS if self.family == 'sim' else SERIAL_FAULTS)
-        finger = self.rng.choice(self.peer.names)
+        finger_draw = self.rng.random()  # drawn now: the sequence of choices stays seeded
         record: dict = {'trial': index, 'family': self.family, 'fault': fault, 'checks': {}}
         checks = record['checks']
         started = time.monotonic()
@@ -252,6 +252,13 @@ class Campaign:
         record['program_pressing'] = self.start_program()
         path = self.folder / f'trial_{index:03d}.mcap'
         recorder = SessionRecorder(self.peer.node, path, RECORDED)
+        # A physical fault hits a finger that is pressing (a stalled finger at rest is harmless
+        # and rightly not stopped); any finger when none presses.
+        loads = self.loads()
+        pressing = [n for n, f in zip(self.peer.names, loads, strict=False) if f > 5.0]
+        candidates = pressing or self.peer.names
+        finger = candidates[int(finger_draw * len(candidates))]
+        record['finger_pressing'] = bool(pressing)
         t_fault = time.monotonic()
         detail = self.inject(fault, finger, record)
         record['detail'] = detail
@@ -379,7 +386,7 @@ def summarise(records: list[dict], meta: dict) -> dict:
         entry['survived'] += int(r['survived'])
         entry['violations'] += int(not r['survived'])
         entry['failed_checks'].update(k for k, v in r['checks'].items() if not v)
-        stops = [r['stop_s'] for r in records if f'{r["family"]}/{r["fault"]}' == key]
+        stops = [r.get('stop_s') for r in records if f'{r["family"]}/{r["fault"]}' == key]
         stops = [s for s in stops if s is not None]
         if stops:
             entry['stop_s'] = harness.stats(stops)
