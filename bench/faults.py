@@ -133,7 +133,7 @@ class Campaign:
             'program_sequencer': dict(common),
         }
         if family == 'serial':
-            self.emulator = harness.Emulator(self.folder)
+            self.emulator = harness.EmulatorProcess(self.folder)
             overrides['hw_interface'].update(
                 backend='serial',
                 serial_port=self.emulator.port,
@@ -193,7 +193,7 @@ class Campaign:
 
     def positions(self) -> np.ndarray:
         if self.emulator is not None:  # ground truth: the board's own device
-            return np.asarray(self.emulator.board.simulation.position_m, dtype=float)
+            return self.emulator.positions()
         return self.peer.positions()
 
     def loads(self) -> np.ndarray:

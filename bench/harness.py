@@ -108,6 +108,65 @@ class Emulator:
             self.board.stop()
 
 
+class EmulatorProcess:
+    """The board emulator in a child process (bench/emulator_proc.py): same reads as Emulator
+    through a line protocol, faults through its control socket."""
+
+    def __init__(self, folder: Path) -> None:
+        import sys
+
+        self.folder = folder
+        self.socket = str(folder / 'board.sock')
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name('emulator_proc.py')), self.socket],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        self.lock = threading.Lock()
+        line = self.process.stdout.readline().split()
+        if len(line) != 2 or line[0] != 'port':
+            raise RuntimeError(f'board emulator did not start: {line}')
+        self.port = line[1]
+
+    def control(self, command: str) -> str:
+        from backhug_hw_interface.emulator import send_control
+
+        return send_control(self.socket, command)
+
+    def _ask(self, line: str) -> str:
+        with self.lock:
+            self.process.stdin.write(line + '\n')
+            self.process.stdin.flush()
+            return self.process.stdout.readline().strip()
+
+    def _log(self, t0: float) -> dict:
+        import json
+
+        path = self.folder / 'log.json'
+        self._ask(f'log {path} {t0!r}')
+        return json.loads(path.read_text())
+
+    def commands_since(self, t0: float) -> list:
+        return [(t, np.asarray(p), np.asarray(e)) for t, p, e in self._log(t0)['commands']]
+
+    def faults_since(self, t0: float) -> list:
+        return self._log(t0)['faults']
+
+    def positions(self) -> np.ndarray:
+        import json
+
+        return np.asarray(json.loads(self._ask('pos')), dtype=float)
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.process.stdin.close()
+            self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.kill()
+
+
 class Nodes:
     """Node processes of config/system.yaml ('sim' entries), with per-node overrides."""
 

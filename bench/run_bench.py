@@ -486,11 +486,20 @@ def main(argv=None) -> int:
     parser.add_argument('--speed', type=float, default=10.0, help='backhug run --speed')
     parser.add_argument('--program', default='demo')
     parser.add_argument('--out', type=Path, default=RESULTS_JSON)
+    parser.add_argument(
+        '--merge', action='store_true', help='keep the other sections of the existing --out'
+    )
     args = parser.parse_args(argv)
     sections = args.only.split(',')
     harness.reserve_domain()
     previous = json.loads(args.out.read_text()) if args.out.exists() else None
     results: dict = {'machine': harness.machine(), 'figures': {}, 'errors': {}}
+    if args.merge and previous:  # add these sections to the previous run's figures
+        results['figures'] = dict(previous.get('figures', {}))
+        results['errors'] = dict(previous.get('errors', {}))
+        results['machine']['earlier_sections'] = previous.get('machine')
+        previous = previous.get('previous')
+    results['previous'] = previous and {'figures': previous.get('figures', {})}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix='backhug_bench_') as tmp:
         folder = Path(tmp)
