@@ -35,6 +35,12 @@ from harness import stats, wait_for  # noqa: E402
 RESULTS_JSON = HERE / 'results.json'
 RESULTS_MD = HERE / 'results.md'
 RETRACTED_M = 0.001
+SERIAL_BUDGET_S = 240.0  # the serial section stops repeating after this (a flapping link)
+_serial_deadline = float('inf')
+
+
+def _over_budget() -> bool:
+    return time.monotonic() > _serial_deadline
 
 
 def _periods_ms(samples, index: int) -> np.ndarray:
@@ -139,6 +145,8 @@ def bench_serial(folder: Path, repeats: int) -> dict:
     finger_controllers; this process plays program_sequencer."""
     from backhug_hw_interface import protocol as p
 
+    global _serial_deadline
+    _serial_deadline = time.monotonic() + SERIAL_BUDGET_S
     log_dir = folder / 'serial'
     log_dir.mkdir()
     emulator = harness.Emulator(log_dir)
@@ -186,6 +194,8 @@ def _setpoint_to_board(peer, emulator, fingers, repeats) -> list[float]:
     """Setpoint 0 -> 40 N on row 5: publish time -> first COMMAND at the board moving row 5 up."""
     out = []
     for _ in range(repeats):
+        if _over_budget():
+            break
         peer.playing = True
         peer.setpoints[:] = 0.0
         if not peer.ready(30):  # a board watchdog trip on a loaded machine latches a fault
@@ -222,6 +232,8 @@ def _board_to_joint_states(peer, emulator, fingers, repeats) -> list[float]:
     name = peer.names[index]
     _press(peer, fingers)
     for _ in range(repeats):
+        if _over_budget():
+            break
         if not (peer.safety()[0] == peer.SafetyStatus.OK and not peer.hardware.safe_stopped):
             _press(peer, fingers)
         time.sleep(0.8)
@@ -268,6 +280,8 @@ def _reactions(peer, emulator, nodes, fingers, repeats) -> dict:
     finger = fingers[0]
     name = peer.names[finger]
     for _ in range(repeats):
+        if _over_budget():
+            break
         if not _press(peer, fingers):
             continue
         reference = emulator.board.command_log[-1][1][finger]
@@ -282,6 +296,8 @@ def _reactions(peer, emulator, nodes, fingers, repeats) -> dict:
         time.sleep(1.0)
         emulator.control('clear')
     for _ in range(repeats):
+        if _over_budget():
+            break
         if not _press(peer, fingers):
             continue
         reference = emulator.board.command_log[-1][1][finger]
@@ -291,6 +307,8 @@ def _reactions(peer, emulator, nodes, fingers, repeats) -> dict:
         time.sleep(0.5)
         nodes.ensure_running()
     for _ in range(repeats):
+        if _over_budget():
+            break
         if not _press(peer, fingers):
             continue
         t0 = time.monotonic()
