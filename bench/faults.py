@@ -262,7 +262,23 @@ class Campaign:
         t_fault = time.monotonic()
         detail = self.inject(fault, finger, record)
         record['detail'] = detail
-        if fault in MUST_STOP:
+        if fault == 'kill' and detail == 'hw_interface' and self.emulator is None:
+            # The MuJoCo device lives in hw_interface: it dies with it. Judge the restarted one
+            # (it must come back retracted and stay so until a reset).
+            self.nodes.ensure_running()
+            fresh = time.monotonic()
+            ok = wait_for(
+                lambda: (
+                    bool(self.peer.joint_states)
+                    and self.peer.joint_states[-1][0] > fresh
+                    and self.retracted()
+                ),
+                RETRACT_BOUND_S + 30,
+                0.05,
+            )
+            checks['stopped_in_bound'] = ok
+            record['stop_s'] = round(time.monotonic() - t_fault, 3) if ok else None
+        elif fault in MUST_STOP:
             ok = wait_for(self.retracted, RETRACT_BOUND_S, 0.05)
             checks['stopped_in_bound'] = ok
             record['stop_s'] = round(time.monotonic() - t_fault, 3) if ok else None
@@ -280,6 +296,11 @@ class Campaign:
         try:
             session = read_session(path)
             checks['recording'] = bool(not session.truncated and session.on('/finger_commands'))
+            if not checks['recording']:
+                record['recording_error'] = (
+                    f'truncated={session.truncated} error={session.error!r} '
+                    f'counts={session.counts()}'
+                )
         except Exception as exc:  # any failure to read is the finding
             checks['recording'] = False
             record['recording_error'] = f'{type(exc).__name__}: {exc}'
@@ -397,6 +418,11 @@ def summarise(records: list[dict], meta: dict) -> dict:
         'trials': len(records),
         'survived': sum(r['survived'] for r in records),
         'violations': sum(not r['survived'] for r in records),
+        # A failed 'rerun' alone is availability (the system stayed safe but would not run
+        # again in time), every other failed check is a safety violation.
+        'safety_violations': sum(
+            any(not v for k, v in r['checks'].items() if k != 'rerun') for r in records
+        ),
         'faults': by_type,
         'records': records,
     }
@@ -412,7 +438,9 @@ def table(summary: dict) -> str:
             f'{entry["failed_checks"] or ""}'
         )
     lines.append(
-        f'{"total":32} {summary["trials"]:6d} {summary["survived"]:8d} {summary["violations"]:10d}'
+        f'{"total":32} {summary["trials"]:6d} {summary["survived"]:8d} '
+        f'{summary["violations"]:10d}  safety violations (all but rerun): '
+        f'{summary["safety_violations"]}'
     )
     return '\n'.join(lines)
 
