@@ -44,6 +44,7 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in targets:
         sys.exit(f'usage: {sys.argv[0]} {"|".join(targets)} [libFuzzer options]')
     target = targets[sys.argv.pop(1)]
+    atheris.instrument_all()  # every loaded module (the codec and schema included)
     atheris.Setup(sys.argv, target)
     atheris.Fuzz()
 
