@@ -67,7 +67,12 @@ class SimSystem:
         from backhug_description import load_description
         from backhug_hw_interface import qos
         from backhug_interfaces.action import RunProgram, ScanSpine
-        from backhug_interfaces.msg import FingerSetpoints, HardwareStatus, SafetyStatus
+        from backhug_interfaces.msg import (
+            FingerCommands,
+            FingerSetpoints,
+            HardwareStatus,
+            SafetyStatus,
+        )
 
         self.RunProgram, self.ScanSpine = RunProgram, ScanSpine
         self.Trigger, self.String, self.SafetyStatus = Trigger, String, SafetyStatus
@@ -78,6 +83,7 @@ class SimSystem:
         # (wall s, sim stamp s, position m, effort N)
         self.joint_states: list[tuple[float, float, np.ndarray, np.ndarray]] = []
         self.setpoints: list[tuple[float, np.ndarray]] = []
+        self.commands: list[tuple[float, np.ndarray]] = []  # (wall s, targets m)
         self.status_log: list[tuple[float, object]] = []
         self.status = None
         self.hardware = None
@@ -110,6 +116,9 @@ class SimSystem:
         node.create_subscription(JointState, qos.JOINT_STATES, self._on_state, qos.STATE_QOS)
         node.create_subscription(
             FingerSetpoints, qos.FINGER_SETPOINTS, self._on_setpoints, qos.STATE_QOS
+        )
+        node.create_subscription(
+            FingerCommands, qos.FINGER_COMMANDS, self._on_command, qos.STATE_QOS
         )
         node.create_subscription(SafetyStatus, qos.SAFETY_STATUS, self._on_status, qos.LATCHED_QOS)
         node.create_subscription(
@@ -151,6 +160,11 @@ class SimSystem:
         with self.lock:
             self.setpoints.append((time.monotonic(), np.asarray(msg.force_n)))
             del self.setpoints[:-100_000]
+
+    def _on_command(self, msg) -> None:
+        with self.lock:
+            self.commands.append((time.monotonic(), np.asarray(msg.position_m)))
+            del self.commands[:-200_000]
 
     def _on_status(self, msg) -> None:
         with self.lock:
