@@ -119,6 +119,7 @@ class Progress:
     joint_states_wall: float = 0.0
     sim_time_s: float = 0.0
     safety_state: int | None = None
+    safety_latched: bool = False
     safety_reasons: list[str] = field(default_factory=list)
     feedback: object | None = None
     first_setpoint_wall: float | None = None
@@ -261,6 +262,7 @@ class Supervisor:
     def _on_safety(self, msg) -> None:
         with self._lock:
             self.progress.safety_state = msg.state
+            self.progress.safety_latched = msg.latched
             self.progress.safety_reasons = list(msg.reasons)
 
     def _on_setpoints(self, msg) -> None:
@@ -284,6 +286,7 @@ class Supervisor:
     def wait_ready(self, timeout_s: float) -> None:
         """Until joint states flow, the safety status is OK and the action server is up."""
         deadline = time.monotonic() + timeout_s
+        next_reset = 0.0
         checks = {
             'hw_interface /joint_states': lambda: (
                 time.monotonic() - self.progress.joint_states_wall < 1.0
@@ -302,6 +305,11 @@ class Supervisor:
                 raise RunError(f'stopped during start-up ({self.stop_requested})')
             if all(check() for check in checks.values()):
                 return
+            if self.progress.safety_latched and time.monotonic() > next_reset:
+                # Latched during start-up (a node stalled while importing), before any motion:
+                # acknowledge it like a power-up reset; a persisting condition is refused.
+                next_reset = time.monotonic() + 2.0
+                self.reset_safety('start-up')
             time.sleep(0.1)
         missing = [name for name, check in checks.items() if not check()]
         reasons = '; '.join(self.progress.safety_reasons)
@@ -316,14 +324,18 @@ class Supervisor:
         Nothing has moved yet, so the reset is the operator's normal power-up acknowledgement;
         a condition that persists keeps the reset refused and the program is then rejected.
         """
-        from std_srvs.srv import Trigger
 
         time.sleep(1.0)  # let start-up stalls show up before the program starts
-        if self.progress.safety_state in (0, 1):
-            return
+        if self.progress.safety_state not in (0, 1):
+            self.reset_safety('start-up')
+
+    def reset_safety(self, why: str) -> bool:
+        from std_srvs.srv import Trigger
+
         answer = self.call(self.safety_reset_client, Trigger.Request())
         if answer is not None:
-            print(f'start-up safety reset: {answer.message}', flush=True)
+            print(f'{why} safety reset: {answer.message}', flush=True)
+        return bool(answer and answer.success)
 
     def call(self, client, request, timeout_s: float = 5.0):
         if not client.wait_for_service(timeout_sec=timeout_s):

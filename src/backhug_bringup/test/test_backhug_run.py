@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,36 +93,44 @@ def last_positions(mcap: Path) -> np.ndarray:
     return np.asarray(last.position)
 
 
-def wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float) -> list[str]:
-    """Read output lines until one contains ``needle``; returns the lines read."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    os.set_blocking(process.stdout.fileno(), False)
-    buffer = ''
-    while time.monotonic() < deadline:
-        chunk = process.stdout.read()
-        if chunk:
-            buffer += chunk
-            *complete, buffer = buffer.split('\n')
-            lines += complete
-            if any(needle in line for line in complete):
-                os.set_blocking(process.stdout.fileno(), True)
-                return lines
-        elif process.poll() is not None:
-            break
-        time.sleep(0.1)
-    os.set_blocking(process.stdout.fileno(), True)
-    raise AssertionError(f'{needle!r} not seen in the output:\n' + '\n'.join([*lines, buffer]))
+class Output:
+    """Collects a process's output lines on a thread, so a test can wait for one."""
 
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-def finish(process: subprocess.Popen, timeout_s: float) -> str:
-    try:
-        output, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        raise AssertionError(f'backhug run did not exit in {timeout_s} s:\n{output}') from None
-    return output
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip('\n'))
+
+    @property
+    def text(self) -> str:
+        return '\n'.join(self.lines)
+
+    def wait_for(self, needle: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(needle in line for line in self.lines):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f'{needle!r} not seen in the output:\n{self.text}')
+
+    def finish(self, timeout_s: float) -> str:
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f'backhug run did not exit in {timeout_s} s:\n{self.text}'
+            ) from None
+        self._thread.join(timeout=10)
+        return self.text
 
 
 def test_a_short_program_completes_faster_than_real_time_and_leaves_its_session(tmp_path):
@@ -131,7 +140,7 @@ def test_a_short_program_completes_faster_than_real_time_and_leaves_its_session(
     out = tmp_path / 'session'
     started = time.monotonic()
     process = backhug(program=write_program(tmp_path, SHORT_PROGRAM), out=out)
-    output = finish(process, 240)
+    output = Output(process).finish(240)
     wall_s = time.monotonic() - started
     print(output[-2500:])
     assert process.returncode == 0, output
@@ -147,14 +156,22 @@ def test_a_short_program_completes_faster_than_real_time_and_leaves_its_session(
         assert 0.0 <= region['mean_n'] <= region['peak_n'] <= 180.0
     assert max(r['peak_n'] for r in summary['regions'].values()) > 20.0, 'nobody was pressed'
 
+    from backhug_bringup.recorder import decodable_schema
+
     counts: dict[str, int] = {}
     sim_times: list[float] = []
+    wall_times: list[float] = []
+    factory = DecoderFactory()
     with open(out / 'session.mcap', 'rb') as stream:
-        reader = make_reader(stream, decoder_factories=[DecoderFactory()])
-        for _, channel, _, message in reader.iter_decoded_messages():
+        reader = make_reader(stream)
+        for schema, channel, raw in reader.iter_messages():
+            # mcap-ros2-support 0.6 rejects rosidl's action type names (RunProgram_Feedback);
+            # decodable_schema joins them for its parser, the layout is the same.
+            message = factory.decoder_for('cdr', decodable_schema(schema))(raw.data)
             counts[channel.topic] = counts.get(channel.topic, 0) + 1
             if channel.topic == '/joint_states':
                 sim_times.append(message.header.stamp.sec + message.header.stamp.nanosec * 1e-9)
+                wall_times.append(raw.log_time * 1e-9)
     print(f'\nrecorded: {counts}')
     for topic in (
         '/joint_states',
@@ -170,7 +187,12 @@ def test_a_short_program_completes_faster_than_real_time_and_leaves_its_session(
         assert counts.get(topic, 0) > 0, f'{topic} not recorded'
     assert counts['/joint_states'] > 16 * 20, 'fewer joint states than 16 s at 20 Hz'
     simulated_s = sim_times[-1] - sim_times[0]
-    print(f'simulated {simulated_s:.1f} s in {wall_s:.1f} s wall (x{simulated_s / wall_s:.2f})')
+    running_s = wall_times[-1] - wall_times[0]
+    # A speed figure, printed not asserted (docs/performance.md has the benchmark).
+    print(
+        f'simulated {simulated_s:.1f} s in {running_s:.1f} s of wall time while running '
+        f'(x{simulated_s / running_s:.2f}); {wall_s:.1f} s for the whole command'
+    )
     assert simulated_s >= 16.0
     assert np.max(last_positions(out / 'session.mcap')) < RETRACTED_M
 
@@ -178,10 +200,11 @@ def test_a_short_program_completes_faster_than_real_time_and_leaves_its_session(
 def test_ctrl_c_retracts_the_fingers_before_exit_and_keeps_the_recording(tmp_path):
     out = tmp_path / 'session'
     process = backhug(program=write_program(tmp_path, LONG_PROGRAM), out=out)
-    wait_for_line(process, 'running long_test', 150)
+    watch = Output(process)
+    watch.wait_for('running long_test', 150)
     time.sleep(8.0)  # fingers up and pressing
     process.send_signal(signal.SIGINT)
-    output = finish(process, 90)
+    output = watch.finish(90)
     print(output[-2000:])
     assert process.returncode == 130, output
     assert output.index('fingers retracted') < output.index('outcome:')
@@ -194,12 +217,13 @@ def test_ctrl_c_retracts_the_fingers_before_exit_and_keeps_the_recording(tmp_pat
 def test_sigkill_of_a_node_retracts_and_names_it(tmp_path):
     out = tmp_path / 'session'
     process = backhug(program=write_program(tmp_path, LONG_PROGRAM), out=out)
-    wait_for_line(process, 'running long_test', 150)
+    watch = Output(process)
+    watch.wait_for('running long_test', 150)
     time.sleep(6.0)
     children = psutil.Process(process.pid).children()
     victim = next(c for c in children if 'finger_controllers' in ' '.join(c.cmdline()))
     victim.send_signal(signal.SIGKILL)
-    output = finish(process, 90)
+    output = watch.finish(90)
     print(output[-2000:])
     assert process.returncode == 3, output
     assert 'node finger_controllers killed by SIGKILL' in output
