@@ -186,10 +186,19 @@ def run_scan(system, cancel_after_rows: int | None = None, fault=None):
     rows = 13
     if cancel_after_rows is not None or fault is not None:
         target = cancel_after_rows if cancel_after_rows is not None else fault[0]
+        result_future = handle.get_result_async()
         reached = wait_for(
-            lambda: feedback and feedback[-1][1].progress >= target / rows - 1e-6, 400.0, 0.05
+            lambda: (
+                result_future.done()
+                or (feedback and feedback[-1][1].progress >= target / rows - 1e-6)
+            ),
+            400.0,
+            0.05,
         )
-        assert reached, f'scan never reached row {target + 1}\n{system.log_tail()}'
+        ended = result_future.done() and result_future.result().result.reason
+        assert reached and not ended, (
+            f'scan never reached row {target + 1}: {ended}\n{system.log_tail()}'
+        )
         if fault is not None:
             wait_for(lambda: feedback[-1][1].stage == 'stiffness', 60.0, 0.02)
             time.sleep(1.0)
