@@ -291,10 +291,10 @@ def test_full_scan_matches_the_simulated_back(system, truth, shared):
         f' setpoints within 0.5 s of it {min(near, default=0):.1f}..{max(near, default=0):.1f} N,'
         f' loads before it {np.round(trace, 1).tolist()}'
     )
+    shared['peak_load'] = (peak_load, system.names[peak_at[1]])
     assert np.all(np.abs(contact_error_mm) <= 2.0), contact_error_mm
     assert rows and all(abs(e) <= 10.0 for *_x, e in rows), rows
     assert scan.stiffest(1) == [true_rank[0].level]
-    shared['peak_load'] = (peak_load, system.names[peak_at[1]])
     assert system.wait_retracted(15.0)
 
 
