@@ -600,11 +600,10 @@ def run(args: argparse.Namespace) -> int:
                 if not supervisor.wait_until(supervisor.retracted, 15.0):
                     print('WARNING: fingers not confirmed retracted', file=sys.stderr)
             if supervisor.retracted():
+                time.sleep(0.5)  # the recording gets the retracted state before nodes stop
                 print('fingers retracted', flush=True)
         supervisor.stop_nodes()
         supervisor.shutdown_ros()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if dead is not None:
         reason = f'node {dead.name} {dead.exit_description()} (log: {dead.log_path})'
         exit_code = EXIT_NODE_DIED
@@ -621,6 +620,9 @@ def run(args: argparse.Namespace) -> int:
         supervisor=supervisor,
     )
     print(f'outcome: {outcome}' + (f' — {reason}' if reason else ''), flush=True)
+    # Our handlers stay until the report is written: a late Ctrl-C must not lose the session.
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
     return exit_code
 
 
