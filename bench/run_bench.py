@@ -362,7 +362,7 @@ def bench_run(folder: Path, runs: int, speed: float, program: str) -> dict:
                     child.cpu_percent(None)
             time.sleep(1.0)
             cpu_sum, rss_sum = 0.0, 0
-            for child in [root, *children]:
+            for child in [root, *(seen[c.pid] for c in children)]:
                 try:
                     cpu = child.cpu_percent(None)
                     rss = child.memory_info().rss
@@ -382,7 +382,7 @@ def bench_run(folder: Path, runs: int, speed: float, program: str) -> dict:
         first = summary.get('startup_to_first_setpoint_s')
         startup.append(first)
         wall.append(elapsed)
-        if first is not None:
+        if first is not None and summary.get('outcome') == 'COMPLETED':
             rtf.append(duration / max(1e-6, elapsed - first))
     nodes = {
         label: {
@@ -544,6 +544,7 @@ def main(argv=None) -> int:
             t0 = time.monotonic()
             try:
                 results['figures'][name] = job()
+                results['errors'].pop(name, None)
             except Exception as exc:  # a benchmark reports, it does not fail
                 results['errors'][name] = f'{type(exc).__name__}: {exc}'
                 traceback.print_exc()
