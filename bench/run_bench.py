@@ -378,7 +378,10 @@ def bench_run(folder: Path, runs: int, speed: float, program: str) -> dict:
         summary = {}
         for path in out.rglob('summary.json'):
             summary = json.loads(path.read_text())
-        outcomes.append(summary.get('outcome', f'exit {process.returncode}'))
+        outcomes.append(
+            f'{summary.get("outcome", f"exit {process.returncode}")} {summary.get("reason") or ""}'
+            f' after {elapsed:.0f} s'[:300]
+        )
         first = summary.get('startup_to_first_setpoint_s')
         startup.append(first)
         wall.append(elapsed)
