@@ -166,6 +166,8 @@ def test_overload_latches_calls_safe_stop_and_reset_is_guarded(
     breach = time.monotonic()
     assert wait(lambda: peer.safe_stop_calls, 5.0)
     latency = peer.safe_stop_calls[0][0] - breach
+    # The safe_stop call can reach the peer before the latched status does: wait for it.
+    assert wait(lambda: peer.status().latched, 5.0)
     status = peer.status()
     assert status.state == SafetyStatus.FAULT and status.latched
     assert status.finger_flags[3] & SafetyStatus.FLAG_OVERLOAD
