@@ -127,7 +127,6 @@ class HwInterfaceNode(LifecycleNode):
         self._last_tick_wall: float | None = None
         self.tick_periods = collections.deque(maxlen=2000)  # wall s between loop ticks
         self.loop_compute_s = collections.deque(maxlen=2000)  # wall s spent inside a tick
-        self.retract_started_wall: float | None = None
         # Heartbeat and status are alive from construction: a node that cannot configure is
         # still seen (DEGRADED) rather than silent.
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -416,7 +415,6 @@ class HwInterfaceNode(LifecycleNode):
     def _log_mode(self, mode: GuardMode, reason: str) -> None:
         self._last_mode = mode
         if mode is GuardMode.RETRACT:
-            self.retract_started_wall = time.monotonic()
             self.get_logger().warning(f'retracting: {reason}')
         elif mode is GuardMode.HOLD:
             self.get_logger().warning(reason)
