@@ -81,6 +81,9 @@ _GAIN_DESCRIPTIONS = {
     'min_position_m': 'lowest target, m',
     'max_position_m': 'highest target, m (also clamped to the joint limit)',
     'load_filter_hz': 'low-pass cut-off on the load signal, Hz (0 = off)',
+    'predictor_stiffness_n_per_m': 'delay compensation: contact stiffness times the commanded '
+    'motion not yet seen in the load is added to the load the law tracks, N/m (0 = off)',
+    'servo_stiffness_n_per_m': "stiffness of the board's position servo, N/m",
 }
 
 

@@ -96,7 +96,12 @@ def test_free_space_approach_rises_at_the_approach_speed_until_contact() -> None
 
 
 def test_target_velocity_limit_and_soft_start() -> None:
-    gains = FingerGains(max_velocity_m_s=0.02, max_force_rate_n_s=200.0, load_filter_hz=0.0)
+    gains = FingerGains(
+        max_velocity_m_s=0.02,
+        max_force_rate_n_s=200.0,
+        load_filter_hz=0.0,
+        predictor_stiffness_n_per_m=0.0,  # the finger is held still: no load ever follows
+    )
     bank = FingerControllerBank(['f'], gains)
     bank.reset([0.01])
     previous = 0.01
@@ -208,7 +213,10 @@ def test_bad_gains_and_inputs_are_rejected_naming_the_field() -> None:
 
 def test_gains_change_live() -> None:
     gains = FingerGains(
-        load_filter_hz=0.0, integral_gain_m_s_per_n_s=0.0, feedforward_stiffness_n_per_m=0.0
+        load_filter_hz=0.0,
+        integral_gain_m_s_per_n_s=0.0,
+        feedforward_stiffness_n_per_m=0.0,
+        predictor_stiffness_n_per_m=0.0,
     )
     bank = FingerControllerBank(['f'], gains)
     bank.reset([0.01])
@@ -225,23 +233,22 @@ def test_gains_change_live() -> None:
 # -- closed loop on DeviceSimulation --------------------------------------------------------------
 
 
-def _closed_loop(description, active, setpoint_at, duration_s, bank=None):
-    """Run the bank against DeviceSimulation at 200 Hz with one cycle of command delay."""
+def _closed_loop(description, active, setpoint_at, duration_s, bank=None, *, dt=DT, delay_cycles=1):
+    """Run the bank against DeviceSimulation (default 200 Hz, one cycle of command delay)."""
     from backhug_hw_interface.sim import DeviceSimulation, SimulatedUser
 
     sim = DeviceSimulation(description, SimulatedUser.load('default'), timestep_s=0.001, seed=0)
     bank = bank or _bank(description)
     count = len(description.joints)
-    pending = (np.zeros(count), np.ones(count, dtype=bool))
+    pending = [(np.zeros(count), np.ones(count, dtype=bool))] * delay_cycles
     times, loads, setpoints = [], [], []
-    for k in range(round(duration_s / DT)):
-        t = k * DT
+    for k in range(round(duration_s / dt)):
+        t = k * dt
         setpoint = np.where(active, setpoint_at(t), 0.0)
-        command = bank.update(DT, sim.position_m, sim.velocity_m_s, sim.load_n, setpoint)
-        sim.set_targets(*pending)
-        pending = command
-        sim.step(DT)
-        times.append(t + DT)
+        pending.append(bank.update(dt, sim.position_m, sim.velocity_m_s, sim.load_n, setpoint))
+        sim.set_targets(*pending.pop(0))
+        sim.step(dt)
+        times.append(t + dt)
         loads.append(sim.load_n)
         setpoints.append(setpoint)
     return np.array(times), np.array(loads), np.array(setpoints)
@@ -294,6 +301,35 @@ def test_approach_from_retracted_reaches_60_n(description) -> None:
             worst = max(worst, times[outside[-1]] + DT)
     print(f'\napproach from 0 m + step to 60 N (rows 1, 7, 13): worst settle {worst:.3f} s')
     assert worst < 2.0
+
+
+@pytest.mark.parametrize('predictor', [15000.0, 0.0], ids=['compensated', 'uncompensated'])
+def test_delay_compensation_keeps_a_press_from_overshooting_at_100_hz(description, predictor):
+    """The simulated system's loop: 100 Hz with 3 cycles of delay (state and command over DDS).
+
+    A 40 N press from free space on the stiffest, a mid and the deepest row must peak within
+    5 % of 40 N. Without the compensation it peaks 10-30 % above (the control case shows the
+    test can fail: it is expected to).
+    """
+    peaks = {}
+    for row in (2, 7, 11):
+        active = np.array([j.row == row for j in description.joints])
+        bank = _bank(description, predictor_stiffness_n_per_m=predictor)
+        _, loads, _ = _closed_loop(
+            description,
+            active,
+            lambda t: 40.0 if t >= 0.2 else 0.0,
+            3.0,
+            bank,
+            dt=0.01,
+            delay_cycles=3,
+        )
+        peaks[row] = float(loads[:, active].max())
+    print(f'\n40 N press, 100 Hz, 3 cycles delay, predictor {predictor:.0f} N/m: peaks {peaks}')
+    if predictor:
+        assert max(peaks.values()) < 42.0
+    else:
+        assert max(peaks.values()) > 44.0, 'the uncompensated loop no longer rings: re-tune'
 
 
 def _sine_errors(description, rows, duration_s):
