@@ -40,7 +40,9 @@ def _spin_until_done(node, client, future, timeout_s: float | None = None) -> st
     return 'done'
 
 
-def build_goal(program: str, intensity: float, height_m: float, user_id: str = '') -> object:
+def build_goal(
+    program: str, intensity: float, height_m: float, user_id: str = '', weight_kg: float = 0.0
+) -> object:
     """A RunProgram goal; ValueError naming the argument if it is out of range."""
     from backhug_interfaces.action import RunProgram
 
@@ -50,11 +52,14 @@ def build_goal(program: str, intensity: float, height_m: float, user_id: str = '
         raise ValueError(f'intensity: must be within 0..1, got {intensity}')
     if not (math.isfinite(height_m) and 1.2 <= height_m <= 2.2):
         raise ValueError(f'height: must be within 1.2..2.2 m, got {height_m}')
+    if not (weight_kg == 0.0 or (math.isfinite(weight_kg) and 30.0 <= weight_kg <= 250.0)):
+        raise ValueError(f'weight: must be within 30..250 kg (0 = unknown), got {weight_kg}')
     goal = RunProgram.Goal(program_id=program, intensity=float(intensity))
     goal.user.user_id = user_id
     goal.user.height_m = float(height_m)
     goal.user.c7_position_m = math.nan  # unknown: the sequencer estimates it from the height
     goal.user.max_force_n = 0.0  # the device default
+    goal.user.weight_kg = float(weight_kg)  # bounds the summed force (compiler budget)
     return goal
 
 
@@ -71,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('program', help='program id from the library, e.g. full_back')
     parser.add_argument('--intensity', type=float, default=0.5, help='0..1 (default 0.5)')
     parser.add_argument('--height', type=float, default=1.75, help='user height, m (1.75)')
+    parser.add_argument('--weight', type=float, default=0.0, help='user weight, kg (0 = unknown)')
     parser.add_argument('--user', default='', help='user id (for the spine map history)')
     parser.add_argument(
         '--server-timeout', type=float, default=60.0, help='s to wait for program_sequencer'
     )
     args = parser.parse_args(arguments)
     try:
-        goal = build_goal(args.program, args.intensity, args.height, args.user)
+        goal = build_goal(args.program, args.intensity, args.height, args.user, args.weight)
     except ValueError as exc:
         print(f'run_program: {exc}', file=sys.stderr)
         return 2

@@ -61,6 +61,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument('--program', default='demo', help='program id or YAML file (demo)')
     parser.add_argument('--intensity', type=float, default=0.6, help='0..1 (0.6)')
     parser.add_argument('--height', type=float, default=1.75, help='user height, m (1.75)')
+    parser.add_argument(
+        '--weight',
+        type=float,
+        default=75.0,
+        help="user weight, kg: bounds the fingers' summed force (75 = the default simulated "
+        'user; 0 = unknown, budgeted as 50 kg)',
+    )
     parser.add_argument('--user', default='guest', help='user id: history key (guest)')
     parser.add_argument(
         '--speed',
@@ -530,7 +537,7 @@ def run(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the request is found before anything starts.
     try:
         program = find_program(args.program)
-        goal = build_goal(program.id, args.intensity, args.height, args.user)
+        goal = build_goal(program.id, args.intensity, args.height, args.user, args.weight)
         if not (math.isfinite(args.speed) and 0.05 <= args.speed <= 100.0):
             raise ValueError(f'speed: must be within 0.05..100, got {args.speed}')
         if args.hardware == 'real' and not args.serial_port:
@@ -553,7 +560,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     print(
         f'BackHug: {program.name} ({program.id}) at intensity {args.intensity:g} for a '
-        f'{args.height:g} m user on hardware {args.hardware}'
+        f'{args.height:g} m, {args.weight:g} kg user on hardware {args.hardware}'
         + (f', simulation x{args.speed:g}' if args.hardware == 'sim' else '')
         + f'\nsession folder: {session}',
         flush=True,
@@ -569,6 +576,7 @@ def run(args: argparse.Namespace) -> int:
                 'program': program.id,
                 'intensity': str(args.intensity),
                 'height_m': str(args.height),
+                'weight_kg': str(args.weight),
                 'user': args.user,
                 'hardware': args.hardware,
                 'speed': str(args.speed),

@@ -1,9 +1,10 @@
 """``backhug programs``: list, show, validate and preview treatment programs (no ROS graph).
 
     backhug programs list
-    backhug programs show NAME [--height 1.75]
+    backhug programs show NAME [--height 1.75] [--weight KG]
     backhug programs validate FILE_OR_NAME...
     backhug programs preview NAME [--height 1.75] [--intensity 0.6] [--c7 M] [--max-force N]
+                             [--weight KG]
                                   [--out preview.png]
 
 ``validate`` loads each file (errors name the file, line and field) and compiles it at
@@ -29,11 +30,14 @@ from backhug_programs.schema import ProgramError
 VALIDATION_HEIGHTS_M = (1.50, 1.75, 2.00)
 
 
-def _profile(height_m: float, c7_m: float | None = None, max_force_n: float = 0.0):
+def _profile(
+    height_m: float, c7_m: float | None = None, max_force_n: float = 0.0, weight_kg: float = 0.0
+):
     return SimpleNamespace(
         height_m=height_m,
         c7_position_m=math.nan if c7_m is None else c7_m,
         max_force_n=max_force_n,
+        weight_kg=weight_kg,
     )
 
 
@@ -54,15 +58,20 @@ def _cmd_list(_args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     program = find_program(args.name)
-    compiled = compile_program(program, _profile(args.height), 1.0)
+    compiled = compile_program(program, _profile(args.height, weight_kg=args.weight), 1.0)
     model = compiled.model
     print(f'{program.name} [{program.id}] — {_minutes(program.duration_s)}, from {program.source}')
     print(textwrap.fill(program.description, 96, initial_indent='  ', subsequent_indent='  '))
     c7 = 'estimated' if model.c7_estimated else 'measured'
-    print(f'\nfor a {args.height:g} m user (C7 {c7} at {model.c7_position_m:+.3f} m from row 1)')
+    weight = f'{args.weight:g} kg' if args.weight else 'unknown weight (budgeted as 50 kg)'
+    print(
+        f'\nfor a {args.height:g} m user of {weight} (C7 {c7} at {model.c7_position_m:+.3f} m '
+        f'from row 1); summed force at most {compiled.max_total_force_n:.0f} N: a phase that '
+        'would lift the user is scaled down ("x" column)'
+    )
     header = (
         f'{"#":>2} {"start":>7} {"end":>7}  {"phase":<34} {"pattern":<15} {"region":<22} '
-        f'{"sides":<5} {"force":>6} {"freq":>6} {"ramp":>5}  rows'
+        f'{"sides":<5} {"force":>6} {"x":>4} {"freq":>6} {"ramp":>5}  rows'
     )
     print(header)
     for phase in compiled.phases:
@@ -77,7 +86,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(
             f'{phase.index:>2} {_minutes(phase.start_s):>7} {_minutes(phase.end_s):>7}  '
             f'{p.name[:34]:<34} {p.pattern:<15} {region:<22} {p.sides:<5} {force:>6} '
-            f'{freq:>6} {p.ramp_s:>4g}s  {rows}'
+            f'{compiled.load_scale(phase):>4.2f} {freq:>6} {p.ramp_s:>4g}s  {rows}'
         )
     if compiled.out_of_reach:
         print(f'out of reach for this user: {", ".join(compiled.out_of_reach)}')
@@ -118,7 +127,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     program = find_program(args.name)
     compiled = compile_program(
         program,
-        _profile(args.height, args.c7, args.max_force),
+        _profile(args.height, args.c7, args.max_force, args.weight),
         args.intensity,
         max_force_rate_n_s=args.max_force_rate,
     )
@@ -139,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser('show', help='phases of a program, placed on a user')
     show.add_argument('name', help='library id or program file')
     show.add_argument('--height', type=float, default=1.75, help='user height, m (1.2–2.2)')
+    show.add_argument('--weight', type=float, default=0.0, help='user weight, kg (0 = unknown)')
     show.set_defaults(func=_cmd_show)
     validate = sub.add_parser('validate', help='check program files; exit 1 on any error')
     validate.add_argument('files', nargs='+', metavar='FILE', help='program files or library ids')
@@ -149,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument('--intensity', type=float, default=0.6, help='0..1 (default 0.6)')
     preview.add_argument('--c7', type=float, default=None, help='measured C7 from row 1, m')
     preview.add_argument('--max-force', type=float, default=0.0, help='personal cap, N (0=none)')
+    preview.add_argument('--weight', type=float, default=0.0, help='user weight, kg (0=unknown)')
     preview.add_argument('--out', default='preview.png', help='PNG file to write')
     preview.set_defaults(func=_cmd_preview)
     for command in (validate, preview):

@@ -14,7 +14,17 @@ that the compiler checks against ``max_force_rate_n_s`` before anything moves:
 
 ``cap_i`` is the finger's effort limit (device description) and the user's personal
 ``max_force_n`` when set; the peak is scaled down to it (never clipped, which would put corners
-into the waveform). No rclpy here: program_sequencer evaluates ``setpoints_at`` at its rate.
+into the waveform).
+
+**Total force budget.** The fingers push up against nothing but the user's weight: once their
+summed force passes the weight of the trunk lying on them, they lift the user off the bed and
+chase them to the end of their stroke (seen on the MuJoCo device: eight fingers at 40 N lifted
+the 320 N trunk of a 75 kg user and sat at 39.9 mm). Each phase is therefore scaled by one
+factor so that its summed force never exceeds ``LIFT_FRACTION`` of the trunk weight
+(``total_force_budget_n``); the factor is constant over the phase, which starts and ends at zero,
+so shapes, continuity and the rate bound (scaled by the same factor ≤ 1) all hold. An unknown
+weight is budgeted as a light adult (``UNKNOWN_WEIGHT_KG``). No rclpy here: program_sequencer
+evaluates ``setpoints_at`` at its rate.
 """
 
 from __future__ import annotations
@@ -36,6 +46,32 @@ PRELOAD_FRACTION = 0.5
 #: design.md §1) needs ≈ 141 N/s plus its ramp; the limit keeps a commanded force from rising
 #: faster than the controllers and the safety monitor's rise-rate check are meant to see.
 DEFAULT_MAX_FORCE_RATE_N_S = 200.0
+#: Share of body mass in the trunk (thorax + abdomen + pelvis): de Leva P. (1996), "Adjustments to
+#: Zatsiorsky-Seluyanov's segment inertia parameters", J Biomech 29(9):1223-30, Table 4 (males
+#: 43.46 %, females 42.57 %; the larger is the simulated users' trunk_mass_fraction).
+TRUNK_MASS_FRACTION = 0.4257
+#: Most of the trunk's weight the fingers may carry together (design choice): the rest stays on
+#: the bed surface so the user is pressed, never lifted.
+LIFT_FRACTION = 0.8
+#: Budget weight for a user whose weight is unknown, kg: a light adult (about the 5th
+#: percentile of adult women), so nobody unknown is lifted.
+UNKNOWN_WEIGHT_KG = 50.0
+#: Accepted range of UserProfile.weight_kg (0 = unknown).
+WEIGHT_RANGE_KG = (30.0, 250.0)
+STANDARD_GRAVITY_M_S2 = 9.80665
+
+
+def total_force_budget_n(weight_kg: float) -> float:
+    """Most summed finger force for a user of ``weight_kg`` (0 = unknown), N."""
+    weight = float(weight_kg)
+    if weight == 0.0:
+        weight = UNKNOWN_WEIGHT_KG
+    low, high = WEIGHT_RANGE_KG
+    if not (math.isfinite(weight) and low <= weight <= high):
+        raise ValueError(
+            f'weight_kg must be within {low:g}..{high:g} kg (0 = unknown), got {weight_kg!r}'
+        )
+    return LIFT_FRACTION * TRUNK_MASS_FRACTION * weight * STANDARD_GRAVITY_M_S2
 
 
 @dataclass(frozen=True)
@@ -89,6 +125,7 @@ class CompiledProgram:
         cap_n: np.ndarray,
         phases: list[CompiledPhase],
         max_force_rate_n_s: float,
+        max_total_force_n: float = math.inf,
     ) -> None:
         self.program = program
         self.model = model
@@ -99,6 +136,7 @@ class CompiledProgram:
         self.cap_n = cap_n
         self.phases = phases
         self.max_force_rate_n_s = max_force_rate_n_s
+        self.max_total_force_n = max_total_force_n
         self.duration_s = float(phases[-1].end_s) if phases else 0.0
 
     # -- queries --------------------------------------------------------------------------------
@@ -114,11 +152,60 @@ class CompiledProgram:
     def peak_n(self, phase: CompiledPhase, intensity: float | None = None) -> np.ndarray:
         """Peak force of each finger of a phase at an intensity (default: the compiled one)."""
         intensity = self.intensity if intensity is None else intensity
+        return self._capped_peak_n(phase, intensity) * self.load_scale(phase, intensity)
+
+    def _capped_peak_n(self, phase: CompiledPhase, intensity: float) -> np.ndarray:
         return np.minimum(phase.phase.force_n * intensity, self.cap_n[phase.fingers])
 
+    def load_scale(self, phase: CompiledPhase, intensity: float | None = None) -> float:
+        """Factor (<= 1) that keeps the phase's summed force within ``max_total_force_n``."""
+        intensity = self.intensity if intensity is None else intensity
+        if phase.pattern == 'rest' or phase.fingers.size == 0:
+            return 1.0
+        total = float(np.max(self._shape_over_cycle(phase) @ self._capped_peak_n(phase, intensity)))
+        return 1.0 if total <= self.max_total_force_n else self.max_total_force_n / total
+
+    def _shape_over_cycle(self, phase: CompiledPhase, samples: int = 360) -> np.ndarray:
+        """The pattern's shape of every used finger over one cycle: (samples, fingers)."""
+        if phase.pattern == 'sustained_hold':
+            return np.ones((1, phase.fingers.size))
+        cycles = np.linspace(0.0, 1.0, samples, endpoint=False)[:, None]
+        return self._shape(phase, cycles)
+
+    @staticmethod
+    def _shape(phase: CompiledPhase, cycles: np.ndarray) -> np.ndarray:
+        """Pattern factor per (time, used finger); ``cycles`` is (times, 1)."""
+        count = phase.fingers.size
+        if phase.pattern == 'sustained_hold':
+            return np.ones((cycles.shape[0], count))
+        if phase.pattern == 'rhythmic_press':
+            return np.repeat(_oscillation(cycles), count, axis=1)
+        if phase.pattern == 'alternating':
+            # The right column runs half a cycle behind the left.
+            return _oscillation(cycles - np.where(phase.left, 0.0, 0.5)[None, :])
+        # wave_up / wave_down: each row lags its predecessor along the wave
+        return _oscillation(cycles - phase.wave_lag[None, :])
+
+    def peak_total_n(self, intensity: float | None = None) -> float:
+        """Most summed force of all fingers at any time of the program, N."""
+        intensity = self.intensity if intensity is None else intensity
+        return max(
+            (
+                float(np.max(self._shape_over_cycle(phase) @ self.peak_n(phase, intensity)))
+                for phase in self.phases
+                if phase.pattern != 'rest' and phase.fingers.size
+            ),
+            default=0.0,
+        )
+
     def rate_bound_n_s(self, phase: CompiledPhase, intensity: float | None = None) -> float:
-        """Upper bound of |dF/dt| over the phase, N/s (see the module docstring)."""
-        peak = float(np.max(self.peak_n(phase, intensity), initial=0.0))
+        """Upper bound of |dF/dt| over the phase, N/s (see the module docstring).
+
+        Of the phase before the total force budget's factor (<= 1, which only lowers it): a
+        program's validity does not depend on who lies on the device.
+        """
+        intensity = self.intensity if intensity is None else intensity
+        peak = float(np.max(self._capped_peak_n(phase, intensity), initial=0.0))
         if peak == 0.0 or phase.pattern == 'rest':
             return 0.0
         ramp = phase.phase.ramp_s
@@ -136,7 +223,7 @@ class CompiledProgram:
             bound = self.rate_bound_n_s(phase, intensity)
             if bound > self.max_force_rate_n_s:
                 p = phase.phase
-                peak = float(np.max(self.peak_n(phase, intensity)))
+                peak = float(np.max(self._capped_peak_n(phase, intensity)))
                 issues.append(
                     Issue(
                         self.program.source,
@@ -176,16 +263,7 @@ class CompiledProgram:
             u = times[in_phase] - phase.start_s
             p = phase.phase
             env = _envelope(u, phase.duration_s, p.ramp_s)[:, None]
-            cycles = (p.frequency_hz * u)[:, None]
-            if phase.pattern == 'sustained_hold':
-                shape = np.ones((u.size, phase.fingers.size))
-            elif phase.pattern == 'rhythmic_press':
-                shape = np.repeat(_oscillation(cycles), phase.fingers.size, axis=1)
-            elif phase.pattern == 'alternating':
-                # The right column runs half a cycle behind the left.
-                shape = _oscillation(cycles - np.where(phase.left, 0.0, 0.5)[None, :])
-            else:  # wave_up / wave_down: each row lags its predecessor along the wave
-                shape = _oscillation(cycles - phase.wave_lag[None, :])
+            shape = self._shape(phase, (p.frequency_hz * u)[:, None])
             rows = np.flatnonzero(in_phase)
             out[np.ix_(rows, phase.fingers)] = env * shape * self.peak_n(phase, intensity)[None, :]
         return out
@@ -207,11 +285,14 @@ def compile_program(
     *,
     max_force_rate_n_s: float = DEFAULT_MAX_FORCE_RATE_N_S,
     default_height_m: float = 1.75,
+    max_total_force_n: float | None = None,
 ) -> CompiledProgram:
     """Place ``program`` on the fingers under ``profile``'s spine at ``intensity`` (0..1).
 
     ``profile`` is a UserProfile (message or any object with ``height_m``, ``c7_position_m``
-    NaN = unknown and ``max_force_n`` 0 = device default); height 0 = ``default_height_m``.
+    NaN = unknown, ``max_force_n`` 0 = device default and ``weight_kg`` 0 or absent = unknown);
+    height 0 = ``default_height_m``. Each phase's summed force is kept within
+    ``total_force_budget_n(weight_kg)`` (module docstring).
     Raises ValueError for a bad intensity or profile, ProgramError (with the phase's line) for
     a region no finger reaches or a phase that would change force faster than the rate limit.
     """
@@ -227,6 +308,11 @@ def compile_program(
     personal = getattr(profile, 'max_force_n', 0.0) or 0.0
     if not (math.isfinite(personal) and personal >= 0.0):
         raise ValueError(f'max_force_n must be >= 0 (0 = device default), got {personal!r}')
+    budget = total_force_budget_n(getattr(profile, 'weight_kg', 0.0) or 0.0)
+    if max_total_force_n is not None:
+        if not (max_total_force_n > 0.0):  # NaN fails too
+            raise ValueError(f'max_total_force_n must be > 0, got {max_total_force_n!r}')
+        budget = float(max_total_force_n)
 
     joints = description.joints
     names = [joint.name for joint in joints]
@@ -300,6 +386,7 @@ def compile_program(
         cap_n=cap,
         phases=phases,
         max_force_rate_n_s=max_force_rate_n_s,
+        max_total_force_n=budget,
     )
     compiled.check_intensity(intensity)
     return compiled

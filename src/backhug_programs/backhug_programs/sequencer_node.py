@@ -371,14 +371,23 @@ class ProgramSequencer(Node):
                 self._run_finished.clear()
                 self._runner = runner
                 self._program_id = compiled.program.id
+            scaled = [
+                f'{phase.name} x{compiled.load_scale(phase):.2f}'
+                for phase in compiled.phases
+                if compiled.load_scale(phase) < 1.0
+            ]
+            weight = goal.user.weight_kg
             self.get_logger().info(
                 f'running {compiled.program.id} ({compiled.duration_s:.0f} s) at intensity '
-                f'{compiled.intensity:g} for a {compiled.model.height_m:g} m user'
+                f'{compiled.intensity:g} for a {compiled.model.height_m:g} m, '
+                + (f'{weight:g} kg user' if weight else 'unknown-weight user')
+                + f' (summed force at most {compiled.max_total_force_n:.0f} N)'
                 + (
                     f'; out of reach: {", ".join(compiled.out_of_reach)}'
                     if compiled.out_of_reach
                     else ''
                 )
+                + (f'; scaled to the weight: {", ".join(scaled)}' if scaled else '')
             )
             return self._supervise(goal_handle, runner, result)
         finally:

@@ -9,7 +9,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from backhug_programs.compiler import PRELOAD_FRACTION, compile_program
+from backhug_programs.compiler import (
+    PRELOAD_FRACTION,
+    UNKNOWN_WEIGHT_KG,
+    compile_program,
+    total_force_budget_n,
+)
 from backhug_programs.library import find_program, list_programs, programs_directory
 from backhug_programs.schema import LEVELS, ProgramError, load_program
 from backhug_programs.spine_model import SpineModel, default_description, levels_for_user
@@ -18,8 +23,11 @@ REQUIRED = {'full_back', 'lower_back', 'upper_back', 'gentle', 'wake_up', 'wind_
 GRID_S = 0.01  # the sequencer's 100 Hz
 
 
-def profile(height_m=1.75, c7=math.nan, max_force_n=0.0):
-    return SimpleNamespace(height_m=height_m, c7_position_m=c7, max_force_n=max_force_n)
+def profile(height_m=1.75, c7=math.nan, max_force_n=0.0, weight_kg=250.0):
+    """A user; 250 kg (budget 835 N) unless a test is about the total force budget."""
+    return SimpleNamespace(
+        height_m=height_m, c7_position_m=c7, max_force_n=max_force_n, weight_kg=weight_kg
+    )
 
 
 @pytest.fixture(scope='module')
@@ -88,7 +96,13 @@ def test_every_program_compiles_within_force_and_rate_limits(library, descriptio
 
 
 def test_setpoints_respect_the_personal_cap(library, description):
-    compiled = compile_program(library['full_back'], profile(max_force_n=40.0), 1.0, description)
+    compiled = compile_program(
+        library['full_back'],
+        profile(max_force_n=40.0),
+        1.0,
+        description,
+        max_total_force_n=math.inf,  # 26 fingers x 40 N: this test is about the per-finger cap
+    )
     forces = compiled.trajectory(np.arange(0.0, compiled.duration_s, 0.05))
     assert forces.max() == pytest.approx(40.0, abs=0.5)
     assert forces.max() <= 40.0
@@ -265,3 +279,42 @@ def test_levels_for_user_matches_the_scan_server_contract(description):
     levels = levels_for_user(profile(1.8), description)
     assert [name for name, _ in levels] == list(LEVELS)
     assert all(isinstance(x, float) for _, x in levels)
+
+
+@pytest.mark.parametrize('weight_kg', [0.0, 50.0, 75.0, 120.0])
+def test_summed_force_never_exceeds_the_budget_of_the_users_weight(library, description, weight_kg):
+    """The fingers push against nothing but the user's weight: their sum must not lift them."""
+    budget = total_force_budget_n(weight_kg)
+    assert budget == pytest.approx(0.8 * 0.4257 * (weight_kg or UNKNOWN_WEIGHT_KG) * 9.80665)
+    for program, intensity in itertools.product(library.values(), (0.3, 1.0)):
+        user = profile(weight_kg=weight_kg)
+        compiled = compile_program(program, user, intensity, description)
+        free = compile_program(program, user, intensity, description, max_total_force_n=math.inf)
+        times = np.arange(0.0, compiled.duration_s, GRID_S)
+        forces, unscaled = compiled.trajectory(times), free.trajectory(times)
+        totals = forces.sum(axis=1)
+        assert totals.max() <= budget + 1e-6, (program.id, intensity, totals.max(), budget)
+        assert np.all(np.abs(np.diff(forces, axis=0)) <= compiled.max_force_rate_n_s * GRID_S)
+        assert compiled.peak_total_n() <= budget + 1e-6
+        for phase in compiled.phases:
+            # One factor per phase (shapes kept), <= 1, and only where the phase needs it.
+            rows = (times >= phase.start_s) & (times < phase.end_s)
+            scale = compiled.load_scale(phase)
+            assert 0.0 < scale <= 1.0
+            assert np.allclose(forces[rows], unscaled[rows] * scale, atol=1e-9)
+            if unscaled[rows].sum(axis=1).max(initial=0.0) < budget * 0.99:
+                assert scale == 1.0, (program.id, phase.name)
+
+
+def test_a_lighter_user_gets_less_force_and_bad_weights_are_refused(library, description):
+    program = library['full_back']
+    peaks = [
+        compile_program(program, profile(weight_kg=w), 1.0, description)
+        .trajectory(np.arange(0.0, 120.0, 0.05))
+        .max()
+        for w in (50.0, 75.0, 120.0)
+    ]
+    assert peaks[0] < peaks[1] < peaks[2], peaks
+    for bad in (math.nan, math.inf, -70.0, 10.0, 400.0):
+        with pytest.raises(ValueError, match='weight_kg'):
+            compile_program(program, profile(weight_kg=bad), 0.5, description)

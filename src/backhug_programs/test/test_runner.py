@@ -15,7 +15,8 @@ from backhug_programs.schema import ProgramError, parse_program
 
 DT = 0.01
 RATE = 200.0
-USER = SimpleNamespace(height_m=1.75, c7_position_m=math.nan, max_force_n=0.0)
+# 250 kg: a total force budget (835 N) the test programs stay within, so forces are as written.
+USER = SimpleNamespace(height_m=1.75, c7_position_m=math.nan, max_force_n=0.0, weight_kg=250.0)
 HOLD = textwrap.dedent(
     """\
     id: hold
