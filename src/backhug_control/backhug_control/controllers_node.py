@@ -179,6 +179,7 @@ class FingerControllersNode(Node):
         self._heartbeat_seq = 0
         self._err_sq = np.zeros(count)
         self._saturated_cycles = np.zeros(count)
+        self._stroke_end_logged = False
         self._cycles = 0
         self._compute_s: list[float] = []
         self.cycle_count = 0
@@ -385,6 +386,16 @@ class FingerControllersNode(Node):
             target, enable = self.bank.update(
                 self._dt, self._position, self._velocity, self._load, setpoint
             )
+            ends = [self.names[i] for i in np.flatnonzero(self.bank.stroke_end)]
+            if bool(ends) != self._stroke_end_logged:  # log the start and end of an episode
+                self._stroke_end_logged = bool(ends)
+                if ends:
+                    self.get_logger().warning(
+                        f'at the end of their stroke short of the setpoint: {", ".join(ends)} '
+                        '(user lifted off the bed or not on the device)'
+                    )
+                else:
+                    self.get_logger().info('no finger at the end of its stroke any more')
             tracking = self.bank.mode == Mode.TRACK
             self._err_sq += np.where(tracking, self.bank.error_n**2, 0.0)
             self._saturated_cycles += self.bank.saturated
@@ -458,6 +469,12 @@ class FingerControllersNode(Node):
             message = Mode(int(self.bank.mode[i])).name.lower()
             if invalid:
                 level, message = DiagnosticStatus.ERROR, 'invalid input (NaN/inf): retracting'
+            elif self.bank.stroke_end[i]:
+                level = DiagnosticStatus.WARN
+                message = (
+                    f'{message}: at the end of its stroke short of the setpoint '
+                    '(user lifted off the bed or not on the device)'
+                )
             elif saturation[i] > 0.5:
                 level, message = DiagnosticStatus.WARN, f'{message}, saturated'
             statuses.append(
@@ -476,6 +493,7 @@ class FingerControllersNode(Node):
                         KeyValue(key='tracking_error_rms_n', value=f'{rms[i]:.3f}'),
                         KeyValue(key='saturated_fraction', value=f'{saturation[i]:.3f}'),
                         KeyValue(key='invalid_input', value=str(invalid)),
+                        KeyValue(key='stroke_end', value=str(bool(self.bank.stroke_end[i]))),
                     ],
                 )
             )

@@ -123,6 +123,9 @@ RANGES: dict[str, tuple[float, float]] = {
 
 GAIN_NAMES: tuple[str, ...] = tuple(RANGES)
 
+#: A moving finger whose target is this close to the top of its stroke is at the stroke end, m.
+STROKE_END_MARGIN_M = 0.0005
+
 
 def validate_gains(gains: FingerGains, label: str = 'finger') -> None:
     """Raise ``ValueError`` naming the field if a gain is NaN, out of range or inconsistent."""
@@ -204,6 +207,7 @@ class FingerControllerBank:
         self.contact = np.zeros(count, dtype=bool)
         self.invalid = np.zeros(count, dtype=bool)
         self.saturated = np.zeros(count, dtype=bool)
+        self.stroke_end = np.zeros(count, dtype=bool)
         self.error_n = np.zeros(count)
         self.effective_setpoint_n = np.zeros(count)
         self.filtered_load_n = np.zeros(count)
@@ -375,6 +379,10 @@ class FingerControllerBank:
             np.where(track, self._integral, 0.0),
         )
         self.contact = contact & ~retract
+        # At the top of the stroke and still short of the force wanted: nothing (left) to push
+        # against there: the user is lifted off the bed or not on the device.
+        self.stroke_end = moving & (target >= self._high - STROKE_END_MARGIN_M)
+        self.stroke_end &= np.where(track, force < effective - p['contact_threshold_n'], True)
         self.target_m = np.where(enabled, target, self._low)
         self.enable = enabled.copy()
         self.mode = np.select(
@@ -447,6 +455,9 @@ class FingerController:
     contact = property(lambda self: bool(self._bank.contact[0]), doc='True while touching.')
     invalid = property(lambda self: bool(self._bank.invalid[0]), doc='NaN/inf input last cycle.')
     saturated = property(lambda self: bool(self._bank.saturated[0]), doc='Output limited.')
+    stroke_end = property(
+        lambda self: bool(self._bank.stroke_end[0]), doc='At the top, short of the force.'
+    )
     error_n = property(lambda self: float(self._bank.error_n[0]), doc='Setpoint - load, N.')
     target_m = property(lambda self: float(self._bank.target_m[0]), doc='Last target, m.')
 

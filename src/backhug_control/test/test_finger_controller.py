@@ -160,6 +160,29 @@ def test_targets_stay_inside_the_joint_limits() -> None:
         assert 0.0 <= target[0] <= 0.03
 
 
+def test_stroke_end_flags_a_finger_at_the_top_short_of_its_setpoint() -> None:
+    bank = FingerControllerBank(['f'], FingerGains(approach_speed_m_s=0.04), upper_m=[0.04])
+    bank.reset([0.0])
+    flags, position = [], 0.0
+    for _ in range(300):  # free space: nothing to touch within the stroke
+        target, _ = bank.update(DT, [position], [0.0], [0.0], [40.0])
+        position = target[0]
+        flags.append(bool(bank.stroke_end[0]))
+    assert not flags[0] and flags[-1], 'approach to the top without contact is flagged'
+    assert position == pytest.approx(0.04)
+    bank.update(DT, [position], [0.0], [0.0], [0.0])  # setpoint off: retracting
+    assert not bank.stroke_end[0]
+    # In contact at the top: flagged while far short of the setpoint, not once it is reached.
+    bank = FingerControllerBank(['f'], FingerGains(load_filter_hz=0.0), upper_m=[0.04])
+    bank.reset([0.04])
+    for _ in range(20):  # past the soft start (the law's setpoint rises from the 10 N met)
+        bank.update(DT, [0.04], [0.0], [10.0], [40.0])
+    assert bank.stroke_end[0]
+    for _ in range(100):
+        bank.update(DT, [0.04], [0.0], [39.0], [40.0])
+    assert not bank.stroke_end[0]
+
+
 def test_disable_one_finger_alone() -> None:
     bank = FingerControllerBank([f'f{i}' for i in range(4)], FingerGains(load_filter_hz=0.0))
     bank.reset([0.01] * 4)
@@ -330,6 +353,25 @@ def test_delay_compensation_keeps_a_press_from_overshooting_at_100_hz(descriptio
         assert max(peaks.values()) < 42.0
     else:
         assert max(peaks.values()) > 44.0, 'the uncompensated loop no longer rings: re-tune'
+
+
+def test_fingers_lifting_the_user_end_at_the_stroke_end_and_are_flagged(description) -> None:
+    """Eight fingers at 40 N lift the 320 N simulated trunk and are flagged; two fingers are not."""
+    flagged = {}
+    for rows in ((4, 5, 6, 7), (5,)):
+        active = np.array([j.row in rows for j in description.joints])
+        bank = _bank(description)
+        ends = []
+
+        def press(t, bank=bank, ends=ends):
+            ends.append(bank.stroke_end.copy())
+            return min(40.0, 40.0 * t / 1.5)
+
+        _closed_loop(description, active, press, 6.0, bank, dt=0.01, delay_cycles=2)
+        flagged[rows] = sorted(description.joints[i].name for i in np.flatnonzero(ends[-1]))
+    print(f'\nat the stroke end after 6 s at 40 N: {flagged}')
+    assert flagged[(4, 5, 6, 7)], 'the lifted user was not noticed'
+    assert not flagged[(5,)]
 
 
 def _sine_errors(description, rows, duration_s):
