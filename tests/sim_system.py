@@ -56,6 +56,7 @@ class SimSystem:
     ) -> None:
         import rclpy
         from backhug_bringup.system import load_system
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.action import ActionClient
         from rclpy.context import Context
         from rclpy.executors import MultiThreadedExecutor
@@ -87,6 +88,9 @@ class SimSystem:
         self.status_log: list[tuple[float, object]] = []
         self.status = None
         self.hardware = None
+        # The simulated user's ground truth from hw_interface's /diagnostics (mujoco backend):
+        # (sim time s, stiffness N/mm per finger, mobilisation work J per finger), ~1 Hz wall.
+        self.sim_truth: list[tuple[float, np.ndarray, np.ndarray]] = []
 
         system = load_system('sim')
         self.processes: dict[str, subprocess.Popen] = {}
@@ -124,6 +128,7 @@ class SimSystem:
         node.create_subscription(
             HardwareStatus, qos.HARDWARE_STATUS, self._on_hardware, qos.STATE_QOS
         )
+        node.create_subscription(DiagnosticArray, qos.DIAGNOSTICS, self._on_diagnostics, 50)
         self.fault_pub = node.create_publisher(String, '/hw_interface/sim_fault', 10)
         self.run_client = ActionClient(node, RunProgram, '/run_program')
         self.scan_client = ActionClient(node, ScanSpine, '/scan_spine')
@@ -173,6 +178,23 @@ class SimSystem:
 
     def _on_hardware(self, msg) -> None:
         self.hardware = msg
+
+    def _on_diagnostics(self, msg) -> None:
+        values = {
+            status.name.removeprefix('hw_interface: '): {kv.key: kv.value for kv in status.values}
+            for status in msg.status
+            if status.name.startswith('hw_interface: ')
+        }
+        fingers = [values.get(name, {}) for name in self.names]
+        if not all('sim_stiffness_n_per_mm' in f for f in fingers):
+            return
+        sample = (
+            float(fingers[0]['sim_time_s']),
+            np.array([float(f['sim_stiffness_n_per_mm']) for f in fingers]),
+            np.array([float(f['sim_work_j']) for f in fingers]),
+        )
+        with self.lock:
+            self.sim_truth.append(sample)
 
     # -- queries -------------------------------------------------------------------------------
 

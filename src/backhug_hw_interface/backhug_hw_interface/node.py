@@ -86,6 +86,10 @@ PARAMETERS = {
     'sim_timestep_s': (0.001, _float('mujoco: physics step, s', 0.0001, 0.005, read_only=True)),
     'serial_port': ('/dev/ttyACM0', _text('serial: the motor board device')),
     'serial_baudrate': (1_000_000, _int('serial: baud rate', 9600, 12_000_000, read_only=True)),
+    'serial_link_timeout_s': (
+        0.1,
+        _float('serial: no valid frame for this long = link down', 0.01, 5.0, read_only=True),
+    ),
     'command_timeout_s': (0.2, _float('command older than this (wall s) is held', 0.005, 5.0)),
     'hold_timeout_s': (0.3, _float('hold (s) after the timeout, then retract', 0.0, 10.0)),
     'safety_timeout_s': (0.5, _float('safety status older than this (s): no motion', 0.01, 5.0)),
@@ -252,6 +256,7 @@ class HwInterfaceNode(LifecycleNode):
                 self.joint_names,
                 port=self._param('serial_port'),
                 baudrate=self._param('serial_baudrate'),
+                link_timeout_s=self._param('serial_link_timeout_s'),
             )
         if kind == 'ros2_control':
             from backhug_hw_interface.backends.ros2_control_backend import Ros2ControlBackend
@@ -510,6 +515,9 @@ class HwInterfaceNode(LifecycleNode):
                 **{k: f'{v:.3f}' for k, v in stats.items()},
             ),
         )
+        # The simulated user's ground truth (mujoco backend only): what a scan should measure.
+        truth_of = getattr(self.backend, 'simulation_truth', None)
+        truth = truth_of() if truth_of is not None else {}
         fingers = [
             DiagnosticStatus(
                 level=DiagnosticStatus.ERROR if s.finger_faults[i] else DiagnosticStatus.OK,
@@ -520,6 +528,8 @@ class HwInterfaceNode(LifecycleNode):
                     position_m=f'{s.position_m[i]:.5f}',
                     load_n=f'{s.effort_n[i]:.2f}',
                     faults=hex(int(s.finger_faults[i])),
+                    **{f'sim_{key}': f'{value[i]:.6g}' for key, value in truth.items()},
+                    **({'sim_time_s': f'{s.stamp_s:.4f}'} if truth else {}),
                 ),
             )
             for i, name in enumerate(self.joint_names)

@@ -71,6 +71,16 @@ class MujocoBackend(Backend):
         self._order = np.array([simulation.joint_names.index(n) for n in self.joint_names])
         self.simulation = simulation
 
+    def simulation_truth(self) -> dict[str, np.ndarray]:
+        """Ground truth of the simulated user per backend joint, for tests and benchmarks:
+        ``stiffness_n_per_mm`` (now, after any de-stiffening) and ``work_j`` (mobilisation
+        work so far). A real board has no such thing; the node reports it in /diagnostics."""
+        simulation = self._require_open()
+        return {
+            'stiffness_n_per_mm': simulation.true_stiffness_n_per_mm()[self._order],
+            'work_j': simulation.mobilisation_work_j()[self._order],
+        }
+
     def close(self) -> None:
         """Drop the simulation (a simulated device needs no retract)."""
         self.simulation = None
