@@ -43,6 +43,8 @@ THINNED_TOPICS = ('/joint_states', '/finger_commands', '/finger_setpoints')
 RETRACTED_M = 0.001  # a finger below 1 mm is retracted (the stroke is 40 mm)
 EXIT_COMPLETED, EXIT_NOT_COMPLETED, EXIT_BAD_ARGUMENTS, EXIT_NODE_DIED = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
+#: Load cycles per finger of `--scan full` (0 = the scan's default, 2) and `--scan quick`.
+SCAN_CYCLES = {'full': 0, 'quick': 1}
 
 
 class RunError(RuntimeError):
@@ -82,7 +84,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument('--sim-user', default='default', help='simulated user (default)')
     parser.add_argument('--seed', type=int, default=0, help='simulation seed (0)')
     parser.add_argument('--out', type=Path, help='session folder (default: user data dir)')
-    parser.add_argument('--scan', action='store_true', help='spine map before and after')
+    parser.add_argument(
+        '--scan',
+        nargs='?',
+        const='full',
+        choices=('full', 'quick'),
+        help='spine map before and after the program: full (2 load cycles per finger, with '
+        'uncertainty; the default) or quick (1 cycle, no uncertainty)',
+    )
+    parser.add_argument(
+        '--history-db',
+        type=Path,
+        help='spine-map history database (default: the per-user data dir)',
+    )
     parser.add_argument('--foxglove', action='store_true', help='serve a Foxglove live view')
     parser.add_argument('--foxglove-port', type=int, default=8765)
     parser.add_argument(
@@ -453,14 +467,14 @@ class Supervisor:
             outcome = 'CANCELLED'
         return outcome, result.reason, float(result.completed_fraction)
 
-    def run_scan(self, user, kind: str, description):
-        """One spine scan; returns a SpineMapResult (maybe incomplete) or None."""
+    def run_scan(self, user, kind: str, description, cycles: int = 0):
+        """One spine scan (``cycles`` 0 = the scan's default); a SpineMapResult or None."""
         from backhug_interfaces.action import ScanSpine
 
         if not self.scan_client.wait_for_server(timeout_sec=10.0):
             print('spine scan: no /scan_spine server', flush=True)
             return None
-        goal = ScanSpine.Goal(user=user, measure_stiffness=True)
+        goal = ScanSpine.Goal(user=user, measure_stiffness=True, cycles=cycles)
         send = self.scan_client.send_goal_async(goal)
         if not self.wait_until(send.done, 15.0) or not send.result().accepted:
             print('spine scan: goal not accepted', flush=True)
@@ -587,12 +601,13 @@ def run(args: argparse.Namespace) -> int:
         startup_s = time.monotonic() - supervisor.started_wall
         print(f'system up in {startup_s:.1f} s; running {program.id}', flush=True)
         supervisor.clear_startup_latch()
+        cycles = SCAN_CYCLES[args.scan] if args.scan else 0
         if args.scan:
-            scans['before'] = supervisor.run_scan(goal.user, 'before', description)
+            scans['before'] = supervisor.run_scan(goal.user, 'before', description, cycles)
         if not supervisor.stop_requested and supervisor.check_children() is None:
             outcome, reason, fraction = supervisor.run_program(goal)
         if args.scan and outcome == 'COMPLETED' and not supervisor.stop_requested:
-            scans['after'] = supervisor.run_scan(goal.user, 'after', description)
+            scans['after'] = supervisor.run_scan(goal.user, 'after', description, cycles)
         if supervisor.stop_requested and outcome not in ('CANCELLED', 'ABORTED'):
             outcome, reason = 'CANCELLED', supervisor.stop_requested
         exit_code = EXIT_COMPLETED if outcome == 'COMPLETED' else EXIT_NOT_COMPLETED
@@ -652,6 +667,7 @@ def finish_session(session, program, args, *, outcome, reason, fraction, scans, 
         completed_fraction=fraction,
         intensity=args.intensity,
         height_m=args.height,
+        weight_kg=args.weight,
         user=args.user,
         hardware=args.hardware,
         speed=args.speed,
@@ -663,13 +679,13 @@ def finish_session(session, program, args, *, outcome, reason, fraction, scans, 
         nodes={c.name: c.exit_description() for c in supervisor.children},
     )
     if scans:
-        summary['spinemap'] = write_spinemap(session, scans, args.user)
+        summary['spinemap'] = write_spinemap(session, scans, args.user, args.history_db)
     (session / 'summary.json').write_text(
         json.dumps(summary, indent=2, default=_json_default), encoding='utf-8'
     )
 
 
-def write_spinemap(session: Path, scans: dict, user: str) -> dict:
+def write_spinemap(session: Path, scans: dict, user: str, history_db: Path | None = None) -> dict:
     from backhug_programs.spinemap import report as spinemap_report
     from backhug_programs.spinemap.history import HistoryStore, record_scan_safely
 
@@ -681,7 +697,7 @@ def write_spinemap(session: Path, scans: dict, user: str) -> dict:
     print(spinemap_report.summary_text(before, after), flush=True)
     notes = []
     try:
-        store = HistoryStore()
+        store = HistoryStore(history_db)
         for kind, scan in (('before', before), ('after', after)):
             if scan is not None:
                 notes.append(record_scan_safely(store, scan, kind, str(session))[1])
