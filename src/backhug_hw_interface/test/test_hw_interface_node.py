@@ -9,131 +9,27 @@ checks that the fingers end retracted.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import threading
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
-from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from backhug_hw_interface import qos
-from backhug_interfaces.msg import FingerCommands, HardwareStatus, SafetyStatus
+from backhug_interfaces.msg import HardwareStatus, SafetyStatus
 from backhug_interfaces.srv import SafeStop
 
-RETRACTED_M = 0.001
-
-
-class Peer:
-    """Safety monitor + controllers stand-in, and a listener of the node's outputs."""
-
-    def __init__(self, context) -> None:
-        self.node = Node('peer', context=context)
-        self.safety_state = SafetyStatus.OK
-        self.send_safety = True
-        self.send_commands = True
-        self.names: list[str] = []
-        self.targets = np.zeros(0)
-        self.enable: list[bool] | None = None
-        self.joint_states: list[JointState] = []
-        self.status: HardwareStatus | None = None
-        self.device_diagnostics: dict[str, str] = {}
-        self.sim_time_s = 0.0
-        self.lock = threading.Lock()
-        n = self.node
-        self.safety_pub = n.create_publisher(SafetyStatus, qos.SAFETY_STATUS, qos.LATCHED_QOS)
-        self.command_pub = n.create_publisher(FingerCommands, qos.FINGER_COMMANDS, qos.STATE_QOS)
-        n.create_subscription(JointState, qos.JOINT_STATES, self._on_joints, qos.STATE_QOS)
-        n.create_subscription(HardwareStatus, qos.HARDWARE_STATUS, self._on_status, qos.STATE_QOS)
-        n.create_subscription(Clock, qos.CLOCK, self._on_clock, qos.STATE_QOS)
-        n.create_subscription(DiagnosticArray, qos.DIAGNOSTICS, self._on_diag, qos.STATE_QOS)
-        n.create_timer(0.05, self._publish_safety)
-        n.create_timer(0.01, self._publish_command)
-        self.safe_stop = n.create_client(SafeStop, qos.SAFE_STOP_SERVICE)
-        self.reset = n.create_client(Trigger, qos.HW_RESET_SERVICE)
-
-    def _publish_safety(self) -> None:
-        if self.send_safety:
-            self.safety_pub.publish(
-                SafetyStatus(state=self.safety_state, latched=self.safety_state >= 2)
-            )
-
-    def _publish_command(self) -> None:
-        if not self.send_commands or not self.names:
-            return
-        enable = self.enable if self.enable is not None else [True] * len(self.names)
-        self.command_pub.publish(
-            FingerCommands(
-                name=self.names, position_m=[float(v) for v in self.targets], enable=enable
-            )
-        )
-
-    def _on_joints(self, msg: JointState) -> None:
-        with self.lock:
-            self.joint_states.append(msg)
-            del self.joint_states[:-400]
-
-    def _on_status(self, msg: HardwareStatus) -> None:
-        self.status = msg
-
-    def _on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == 'hw_interface: device':
-                self.device_diagnostics = {kv.key: kv.value for kv in status.values}
-
-    def diag(self, key: str) -> str:
-        return self.device_diagnostics.get(key, '')
-
-    def _on_clock(self, msg: Clock) -> None:
-        self.sim_time_s = msg.clock.sec + msg.clock.nanosec * 1e-9
-
-    def latest(self) -> JointState:
-        with self.lock:
-            return self.joint_states[-1]
-
-    def positions(self) -> np.ndarray:
-        return np.asarray(self.latest().position)
-
-    def call(self, client, request, timeout_s: float = 15.0):
-        assert client.wait_for_service(timeout_sec=timeout_s), f'{client.srv_name} not served'
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert future.done(), f'{client.srv_name} did not answer'
-        return future.result()
-
-
-def executable() -> str:
-    from ament_index_python.packages import get_package_prefix
-
-    return str(
-        Path(get_package_prefix('backhug_hw_interface')) / 'lib/backhug_hw_interface/hw_interface'
-    )
-
-
-def start_node(**overrides) -> subprocess.Popen:
-    params = {'autostart': True, 'sim_speed': 2.0, 'fault_injection': True, **overrides}
-    args = [executable(), '--ros-args']
-    for key, value in params.items():
-        args += ['-p', f'{key}:={str(value).lower() if isinstance(value, bool) else value}']
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def stop_node(process: subprocess.Popen) -> str:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.stdout.read()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hw_node_support import (
+    RETRACTED_M,
+    Peer,
+    assert_retracts,
+    contact_heights_and_weight,
+    raise_fingers,
+    start_node,
+    stop_node,
+)
 
 
 @pytest.fixture
@@ -153,30 +49,8 @@ def system(ros_context, spin_nodes, wait):
 
 
 @pytest.fixture(scope='module')
-def contact_heights() -> np.ndarray:
-    from backhug_hw_interface.sim import DeviceSimulation
-
-    from backhug_description import load_description
-
-    sim = DeviceSimulation(load_description('sim'), 'default', seed=0)
-    return sim.true_contact_height_m(), sim.user.trunk_mass_kg * 9.80665
-
-
-def raise_fingers(peer: Peer, heights: np.ndarray, wait, sim_s: float = 3.0) -> None:
-    peer.targets = np.minimum(heights + 0.015, 0.04)
-    start = peer.sim_time_s
-    assert wait(lambda: peer.sim_time_s > start + sim_s, 60.0), 'simulated time stalled'
-    assert peer.positions().max() > 0.01, 'fingers did not rise'
-
-
-def assert_retracts(peer: Peer, wait, what: str, timeout_s: float = 15.0) -> float:
-    started = time.monotonic()
-    assert wait(lambda: peer.positions().max() < RETRACTED_M, timeout_s), (
-        f'{what}: fingers not retracted, max position {peer.positions().max():.4f} m'
-    )
-    elapsed = time.monotonic() - started
-    print(f'\n{what}: retracted within {elapsed:.2f} s wall')
-    return elapsed
+def contact_heights() -> tuple[np.ndarray, float]:
+    return contact_heights_and_weight()
 
 
 def test_touching_fingers_carry_the_simulated_body_weight(system, contact_heights, wait) -> None:
