@@ -361,6 +361,39 @@ def test_emergency_stop_retracts_reports_and_needs_release_and_reset(board, back
     drive_until(backend, targets, lambda _: board.simulation.position_m.max() > 0.01)
 
 
+def test_a_reset_hides_the_faults_it_clears_until_the_board_answers(board, backend) -> None:
+    """Right after reset_board() the STATEs in flight still carry the cleared faults: read()
+    must not report them (hw_interface latched a new safe stop on them after its own reset), yet
+    a fault the board keeps comes back with its RESET_ACK, and a lost RESET brings them back."""
+    board.press_estop()
+    board.release_estop()
+    assert wait_for(lambda: backend.read().board_faults & p.FAULT_ESTOP, PATIENCE_S)
+    assert not backend.read().estop  # released, still latched
+    acks = backend.reset_acks
+    backend.reset_board()
+    before_answer = backend.read().board_faults  # the board cannot have answered yet
+    assert wait_for(lambda: backend.reset_acks > acks, PATIENCE_S)
+    assert before_answer == 0, p.fault_names(before_answer)
+    assert backend.read().board_faults == 0 and backend.last_reset_faults == 0
+    # Pressed: the RESET_ACK says ESTOP stays, and read() says so at once.
+    board.press_estop()
+    assert wait_for(lambda: backend.read().estop, PATIENCE_S)
+    acks = backend.reset_acks
+    backend.reset_board()
+    assert wait_for(lambda: backend.reset_acks > acks, PATIENCE_S)
+    assert backend.read().board_faults & p.FAULT_ESTOP
+    # A RESET the board never gets: after reset_ack_timeout_s the latched fault is back.
+    board.release_estop()
+    backend.reset_ack_timeout_s = 0.3
+    send, backend._send = backend._send, lambda frame: None  # the RESET is lost on the wire
+    try:
+        backend.reset_board()
+        assert backend.read().board_faults == 0
+    finally:
+        backend._send = send
+    assert wait_for(lambda: backend.read().board_faults & p.FAULT_ESTOP, PATIENCE_S)
+
+
 def test_lost_frames_are_counted_and_a_stalled_finger_trips_the_board(board, backend) -> None:
     names = backend.joint_names
     targets = touching_targets(board, names)

@@ -12,6 +12,13 @@ reopening the port and redoing the handshake every ``reconnect_period_s``. When 
 succeeds again the link is up and ``reconnects`` counts it; the board's latched faults (its
 watchdog, at least) stay until ``reset_board()``, so motion resumes only after a reset.
 
+After ``reset_board()`` the STATEs already on their way still carry the faults the RESET is
+clearing; ``read()`` does not report those board faults until the board's RESET_ACK says which
+stay latched (then at once, before the next STATE), or ``reset_ack_timeout_s`` passes without it
+(the RESET was lost: the old faults are reported again). Without this, hw_interface latched a new
+safe stop from a stale STATE right after its own reset. The board stays the authority meanwhile:
+it holds every finger retracted until it has processed the RESET.
+
 Joint order: ``joint_names`` may be in any order; the board's finger order is the description's
 canonical order (all left rows head to tail, then all right rows), derived from the names
 (``finger_<side>_<row>_joint``) unless ``board_order`` names it explicitly.
@@ -20,6 +27,7 @@ canonical order (all left rows head to tail, then all right rows), derived from 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import threading
@@ -63,6 +71,7 @@ class SerialBackend(Backend):
         handshake_timeout_s: float = 1.0,
         link_timeout_s: float = 0.1,
         reconnect_period_s: float = 0.5,
+        reset_ack_timeout_s: float = 0.5,
         board_order: list[str] | None = None,
     ) -> None:
         super().__init__(joint_names)
@@ -71,6 +80,7 @@ class SerialBackend(Backend):
         self.handshake_timeout_s = float(handshake_timeout_s)
         self.link_timeout_s = float(link_timeout_s)
         self.reconnect_period_s = float(reconnect_period_s)
+        self.reset_ack_timeout_s = float(reset_ack_timeout_s)
         self._board_order = None if board_order is None else list(board_order)
         #: The board's HELLO_ACK (version, finger count, firmware id, travel, trip level).
         self.board_info: p.HelloAck | None = None
@@ -84,6 +94,8 @@ class SerialBackend(Backend):
         #: RESET_ACKs received, and the faults the last one said were still latched.
         self.reset_acks = 0
         self.last_reset_faults: int | None = None
+        #: time.monotonic() of the RESET sent and not answered yet (None: none outstanding).
+        self._reset_sent: float | None = None
         #: Latest board STATE as decoded (board order), None before the first.
         self.last_state: p.State | None = None
         self._serial: serial.Serial | None = None
@@ -195,6 +207,12 @@ class SerialBackend(Backend):
                 'timeouts': self.timeouts,
             }
             stamp = self._state_stamp
+            if self._reset_sent is not None and (
+                not link_ok or time.monotonic() - self._reset_sent > self.reset_ack_timeout_s
+            ):
+                self._reset_sent = None  # no answer: the board's last word stands again
+            # A RESET is on its way: the faults in the STATEs before its answer are stale.
+            reset_pending = self._reset_sent is not None
         if state is None:
             result = HardwareState.zeros(self.joint_count, stamp_s=time.monotonic())
             result.link_ok = link_ok
@@ -216,7 +234,8 @@ class SerialBackend(Backend):
                 effort_n=load,
                 link_ok=link_ok,
                 estop=state.estop,
-                board_faults=state.board_faults | (0 if link_ok else p.FAULT_LINK),
+                board_faults=(0 if reset_pending else state.board_faults)
+                | (0 if link_ok else p.FAULT_LINK),
                 finger_faults=faults,
             )
         result.fault_messages = messages
@@ -265,6 +284,7 @@ class SerialBackend(Backend):
         """Ask the board to clear its latched faults (those whose cause has gone)."""
         with self._lock:
             self._messages.clear()  # the operator acknowledged the events
+            self._reset_sent = time.monotonic()
         self._send(p.encode_reset(self._next_seq()))
 
     # -- internals -----------------------------------------------------------------------------
@@ -432,6 +452,13 @@ class SerialBackend(Backend):
             with self._lock:
                 self.reset_acks += 1
                 self.last_reset_faults = frame.board_faults
+                self._reset_sent = None
+                if self.last_state is not None:  # the answer is newer than that STATE
+                    self.last_state = dataclasses.replace(
+                        self.last_state, board_faults=frame.board_faults
+                    )
+                for key in [k for k in self._fault_messages if not k[0] & frame.board_faults]:
+                    del self._fault_messages[key]
 
     def _hello_ack(self, frame: p.HelloAck) -> None:
         error = None
