@@ -7,7 +7,9 @@ command watchdog, over-load / over-travel / stall trips, the emergency-stop inpu
 latched fault holds every finger retracted until RESET (the firmware's layer of the safety
 chain). Faults can be injected at run time (link drops and corruption, frozen sensors, stalled
 motors, load spikes, unplugging) from Python or, for a separate process, through a Unix datagram
-control socket (``send_control``).
+control socket (``send_control``), whose ``stats`` command also reports what the board received
+(every COMMAND's targets: count, per-finger min/max, how many were outside the joint limits)
+and its simulated time, for tests that run the emulator as a process.
 
 The pty path changes when ``disconnect()`` reopens a new pty; pass ``link_path=`` for a stable
 symlink (updated atomically on every reopen) that a host can reopen by name, like a udev name.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import select
@@ -51,7 +54,7 @@ _INHIBITING = (
 )
 _CONTROL_HELP = (
     'commands: estop on|off, push NAME FORCE_N DURATION_S, freeze NAME, stall NAME, '
-    'corrupt FRACTION, drop FRACTION, disconnect SECONDS, clear, status'
+    'corrupt FRACTION, drop FRACTION, disconnect SECONDS, clear, status, stats'
 )
 
 
@@ -121,6 +124,15 @@ class BoardEmulator:
         self.frames_dropped = 0
         self.tx_overflows = 0
         self.nacks = 0
+        #: Every COMMAND decoded (accepted or refused) since start, whatever command_log kept:
+        #: how many, per-finger lowest/highest target, how many had a target outside the joint
+        #: limits, and the last one's targets and enables (board order).
+        self.commands_received = 0
+        self.commands_outside_limits = 0
+        self.target_min_m = np.full(self.finger_count, np.inf)
+        self.target_max_m = np.full(self.finger_count, -np.inf)
+        self.last_targets_m = np.zeros(self.finger_count)
+        self.last_enable = np.zeros(self.finger_count, dtype=bool)
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._decoder = p.FrameDecoder()
@@ -380,6 +392,7 @@ class BoardEmulator:
         targets = np.array(frame.position_m)
         enable = np.array(frame.enable, dtype=bool)
         self.command_log.append((time.monotonic(), targets, enable))
+        self._record_command(targets, enable)
         if not self._session:
             self._nack(p.COMMAND, frame.seq, p.NACK_NO_HANDSHAKE, 'COMMAND before HELLO')
             return
@@ -408,6 +421,47 @@ class BoardEmulator:
         self._targets, self._enable = targets, enable
         self._apply_targets()
         self._state_due = True
+
+    def _record_command(self, targets: np.ndarray, enable: np.ndarray) -> None:
+        self.commands_received += 1
+        if targets.size != self.finger_count:
+            self.commands_outside_limits += 1  # cannot be judged per finger: counted as outside
+            return
+        if np.any(~np.isfinite(targets) | (targets < self._lower) | (targets > self._upper)):
+            self.commands_outside_limits += 1
+        self.target_min_m = np.minimum(self.target_min_m, targets)
+        self.target_max_m = np.maximum(self.target_max_m, targets)
+        self.last_targets_m, self.last_enable = targets, enable
+
+    def stats(self) -> dict:
+        """What the board received and where it is (JSON-able; board order, SI units)."""
+
+        def listed(values) -> list:
+            return [round(float(v), 7) if np.isfinite(v) else None for v in values]
+
+        with self._lock:
+            return {
+                'board_time_s': round(self._time(), 6),
+                'connected': self.connected,
+                'board_faults': int(self.board_faults),
+                'fault_names': p.fault_names(self.board_faults),
+                'faults_latched': len(self.fault_log),
+                'commands_received': self.commands_received,
+                'commands_outside_limits': self.commands_outside_limits,
+                'target_min_m': listed(self.target_min_m),
+                'target_max_m': listed(self.target_max_m),
+                'last_targets_m': listed(self.last_targets_m),
+                'last_enable': [bool(e) for e in self.last_enable],
+                'position_m': listed(self.simulation.position_m),
+                'load_n': listed(self.simulation.load_n),
+                'body_weight_n': round(float(self.simulation.body_weight_n), 4),
+                'frames_rx': self.frames_rx,
+                'frames_tx': self.frames_tx,
+                'frames_dropped': self.frames_dropped,
+                'crc_errors': self._decoder.crc_errors + self._decoder.length_errors,
+                'tx_overflows': self.tx_overflows,
+                'nacks': self.nacks,
+            }
 
     def _reset(self, frame: p.Reset) -> None:
         keep = ~frame.clear_mask & 0xFFFFFFFF
@@ -604,7 +658,10 @@ class BoardEmulator:
                     self._control.sendto(reply.strip().encode(), sender)
 
     def control(self, command: str) -> str:
-        """Run one text command (the control-socket language); returns a short result."""
+        """Run one text command (the control-socket language); returns a short result.
+
+        ``stats`` returns ``stats()`` as JSON (what the board received, its simulated time).
+        """
         words = command.split()
         if not words:
             raise ValueError(f'empty command; {_CONTROL_HELP}')
@@ -636,6 +693,9 @@ class BoardEmulator:
             self.clear()
         elif verb == 'status':
             need(0)
+        elif verb == 'stats':
+            need(0)
+            return json.dumps(self.stats())
         else:
             raise ValueError(f'unknown command {verb!r}; {_CONTROL_HELP}')
         return (

@@ -229,6 +229,10 @@ def test_board_refuses_bad_frames_with_a_reason_and_moves_nothing(board) -> None
         beyond[7] = 0.05  # encodable (u16 µm) but past the 40 mm travel
         nack = exchange(p.encode_command(4, beyond, enable), p.NACK_OUT_OF_RANGE)
         assert nack.rejected_seq == 4 and 'position_m[7] = 0.05 outside [0.0, 0.04]' in nack.message
+        stats = board.stats()  # the record a test of a host reads through the control socket
+        assert (stats['commands_received'], stats['commands_outside_limits']) == (3, 2)
+        assert stats['target_max_m'][7] == pytest.approx(0.05)
+        assert stats['target_min_m'][7] == pytest.approx(0.02)
         nack = exchange(p.encode_frame(p.COMMAND, 5, b'\x1a\x00\x01'), p.NACK_MALFORMED)
         assert 'COMMAND payload is 3 bytes' in nack.message
         nack = exchange(p.encode_frame(p.STATE, 6, b''), p.NACK_MALFORMED)
