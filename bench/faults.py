@@ -156,7 +156,7 @@ class Campaign:
 
         if not self.action.wait_for_server(timeout_sec=30):
             return None
-        goal = build_goal(program, 0.6, 1.75)
+        goal = build_goal(program, 0.6, 1.75, weight_kg=75.0)  # the default simulated user
         goal.program_yaml = program_yaml
         future = self.action.send_goal_async(goal)
         if not wait_for(future.done, 15):
