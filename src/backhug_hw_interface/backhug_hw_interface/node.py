@@ -98,6 +98,10 @@ PARAMETERS = {
     'fault_injection': (False, _text('simulation only: accept /hw_interface/sim_fault')),
     'ros2_control_command_topic': ('/finger_position_controller/commands', _text('r2c cmd')),
     'ros2_control_state_topic': ('/joint_state_broadcaster/joint_states', _text('r2c state')),
+    'ros2_control_state_timeout_s': (
+        0.2,
+        _float('r2c: no joint state for this long = link down', 0.01, 5.0, read_only=True),
+    ),
 }
 _GUARD_PARAMETERS = (
     'command_timeout_s',
@@ -266,6 +270,7 @@ class HwInterfaceNode(LifecycleNode):
                 node=self,
                 command_topic=self._param('ros2_control_command_topic'),
                 state_topic=self._param('ros2_control_state_topic'),
+                state_timeout_s=self._param('ros2_control_state_timeout_s'),
             )
         raise ValueError(f'backend must be one of {BACKENDS}, got {kind!r}')
 

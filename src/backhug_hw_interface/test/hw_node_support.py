@@ -207,3 +207,13 @@ def assert_retracts(peer: Peer, wait, what: str, timeout_s: float = 15.0) -> flo
     elapsed = time.monotonic() - started
     print(f'\n{what}: retracted within {elapsed:.2f} s wall')
     return elapsed
+
+
+def _parameter_defaults() -> dict:
+    from backhug_hw_interface.node import PARAMETERS
+
+    return {name: default for name, (default, _descriptor) in PARAMETERS.items()}
+
+
+#: hw_interface's parameter defaults (backhug_hw_interface.node.PARAMETERS).
+PARAMETER_DEFAULTS = _parameter_defaults()
