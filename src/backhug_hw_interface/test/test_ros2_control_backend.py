@@ -190,10 +190,13 @@ def test_finger_commands_are_forwarded_in_the_controllers_joint_order(system, jo
 
 
 def raise_all(peer: Peer, controllers: FakeControllers, wait, height_m: float = 0.02) -> None:
+    """Every finger commanded to ``height_m`` and reported there on /joint_states (a retract
+    starts from the reported position: from a stale 0 it would drop at once)."""
     peer.targets = np.full(len(peer.names), height_m)
     assert wait(lambda: np.allclose(controllers.last_command(), height_m), 10.0), (
         f'not forwarded: {controllers.last_command()}; status {peer.status.fault_messages}'
     )
+    assert wait(lambda: np.allclose(peer.positions(), height_m), 10.0)
 
 
 def assert_commands_retract(controllers: FakeControllers, since: float, wait, what: str) -> float:
