@@ -103,7 +103,9 @@ class CommandGuard:
         self._output = np.zeros(count)
         self._retracting = np.zeros(count, dtype=bool)
         self.safe_stop_reason = ''
-        self.link_ok = True
+        # Not up until the backend says so; only a link that was up and went down latches.
+        self.link_ok = False
+        self._link_seen = False
         self.rejected_commands = 0
         self.clamped_commands = 0
         self.last_rejection = ''
@@ -175,10 +177,16 @@ class CommandGuard:
             self.safe_stop_reason = reason or 'safe stop requested'
 
     def set_link(self, ok: bool, reason: str = 'link to the device lost') -> None:
-        """The backend's link state; losing it is a safe stop that needs a reset."""
-        if self.link_ok and not ok:
+        """The backend's link state; losing it is a safe stop that needs a reset.
+
+        A link that has never been up (the board or the controller manager not there yet at
+        start-up) is waited for, not latched: nothing moves until it comes up and a fresh
+        command arrives.
+        """
+        if self._link_seen and self.link_ok and not ok:
             self.safe_stop(reason)
-        self.link_ok = ok
+        self._link_seen |= bool(ok)
+        self.link_ok = bool(ok)
 
     def safety_blocker(self, now_s: float) -> str:
         """Why the safety status forbids motion now, or ''."""
@@ -247,6 +255,8 @@ class CommandGuard:
                 # latch, so a restarted monitor cannot resume motion without a reset.
                 self.safe_stop(blocker)
             return blocker
+        if not self.link_ok:
+            return 'waiting for the link to the device'
         if self._command_time_s is None:
             return 'no command yet'
         age = now_s - self._command_time_s

@@ -124,11 +124,8 @@ def system(ros_context, spin_nodes, wait, joints):
         peer.targets = np.zeros(len(joints))
         peer.names = list(joints)
         assert wait(lambda: peer.status and peer.status.link == HardwareStatus.LINK_OK, 10.0)
-        if peer.status.safe_stopped:
-            # Its first loop tick ran before the broadcaster's first state reached it: the node
-            # latched 'link to the device lost' for a link that was never up (see
-            # test_a_node_started_before_the_broadcaster_follows_once_states_flow).
-            assert peer.call(peer.reset, Trigger.Request()).success
+        # A link that was never up is waited for, not latched (guards.CommandGuard.set_link).
+        assert not peer.status.safe_stopped, output_tail(process)
         yield process, peer, controllers
     finally:
         output = stop_node(process)
@@ -253,12 +250,6 @@ def test_safety_fault_retracts(system, wait) -> None:
     assert np.allclose(peer.targets, 0.02)  # still asked for
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='the command guard starts with the link up, so the first loop tick without a joint '
-    "state latches 'link to the device lost' for a link that was never up: a node started "
-    'before the broadcaster (the launch order) needs /hw_interface/reset before any motion',
-)
 def test_a_node_started_before_the_broadcaster_follows_once_states_flow(
     ros_context, spin_nodes, wait, joints
 ) -> None:
