@@ -147,6 +147,7 @@ class HardwareSample:
     fault_messages: Sequence[str] = ()
     finger_names: Sequence[str] = ()
     finger_faults: Sequence[int] = ()
+    safe_stopped: bool = False  # hw_interface holds the device in a (latched) safe stop
 
 
 @dataclasses.dataclass
@@ -231,6 +232,7 @@ class SafetyRules:
         self._latch_flags = np.zeros(n, dtype=np.uint16)
         self._ack_board_bits = 0
         self._ack_finger_bits = np.zeros(n, dtype=np.int64)
+        self._ack_safe_stop = False
         self._last_verdict: Verdict | None = None
 
     # -- public --------------------------------------------------------------------------------
@@ -255,6 +257,7 @@ class SafetyRules:
         message = 'latch cleared'
         hardware = self._hardware
         if hardware is not None:
+            self._ack_safe_stop = hardware.safe_stopped  # cleared by /hw_interface/reset next
             self._ack_board_bits = hardware.board_faults
             for name, bits in zip(hardware.finger_names, hardware.finger_faults, strict=False):
                 i = self._index.get(name)
@@ -528,6 +531,19 @@ class SafetyRules:
                 faults.append(f'board fault: {detail}')
             elif new_fingers.any():
                 faults.append(f'board reports finger faults: {name_list(new_fingers)}')
+            # A safe stop hw_interface latched on its own (its guards: the safety status went
+            # silent, the link dropped) is a fault of the whole system: without this rule the
+            # status stayed OK while nothing could move, and a program "completed" pressing
+            # nothing. Acknowledged by a reset like the board's bits (the reset then asks
+            # /hw_interface/reset, which clears it).
+            self._ack_safe_stop &= hardware.safe_stopped
+            acknowledged = hardware.safe_stopped if acknowledge_board else self._ack_safe_stop
+            if hardware.safe_stopped and not acknowledged:
+                why = [m for m in hardware.fault_messages if m.startswith('safe stop')]
+                faults.append(
+                    'hw_interface holds the device in safe stop'
+                    + (f' ({why[0][:160]})' if why else '')
+                )
             if not new and not new_fingers.any() and (other or finger_bits.any()):
                 warnings.append(
                     f'board faults 0x{other:x} still latched in the board (acknowledged by the '

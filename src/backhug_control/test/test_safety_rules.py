@@ -275,6 +275,29 @@ def test_board_fault_latches_on_its_edge_and_the_reset_acknowledges_it(feed: Fee
     assert feed.run(0.02).latched
 
 
+def test_a_safe_stop_hw_interface_latched_on_its_own_is_a_fault(feed: Feed) -> None:
+    """hw_interface latched a safe stop (its safety status went silent 0.51 s under load): the
+    status must not stay OK while nothing can move; the reset acknowledges it (then asks
+    /hw_interface/reset) instead of deadlocking."""
+    stopped = HardwareSample(
+        feed.now,
+        safe_stopped=True,
+        fault_messages=['safe stop: safety status not heard for 0.51 s (safety monitor gone?)'],
+    )
+    feed.hardware = stopped
+    verdict = feed.run(0.02)
+    assert verdict.state == sr.FAULT and verdict.latched
+    assert any('hw_interface holds the device in safe stop' in r for r in verdict.reasons)
+    assert any('not heard for 0.51 s' in r for r in verdict.reasons)
+    ok, message = feed.rules.reset(feed.now)
+    assert ok, message
+    assert feed.run(0.02).state == sr.OK  # acknowledged while hw_interface resets
+    feed.hardware = HardwareSample(feed.now)  # /hw_interface/reset cleared it
+    assert feed.run(0.02).state == sr.OK
+    feed.hardware = stopped  # a new safe stop: latches again
+    assert feed.run(0.02).latched
+
+
 def test_link_down_blocks_the_reset(feed: Feed) -> None:
     feed.hardware = HardwareSample(feed.now, link=sr.LINK_DISCONNECTED)
     verdict = feed.run(0.02)
