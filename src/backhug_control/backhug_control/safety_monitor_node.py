@@ -34,7 +34,6 @@ from rcl_interfaces.msg import (
 )
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -49,7 +48,7 @@ from backhug_control.safety_rules import (
     SafetyRules,
     Verdict,
 )
-from backhug_hw_interface import qos
+from backhug_hw_interface import qos, runner
 from backhug_interfaces.msg import HardwareStatus, Heartbeat, SafetyStatus
 from backhug_interfaces.srv import SafeStop
 
@@ -233,6 +232,7 @@ class SafetyMonitorNode(Node):
             fault_messages=list(msg.fault_messages),
             finger_names=list(msg.finger_names),
             finger_faults=[int(x) for x in msg.finger_faults],
+            safe_stopped=bool(msg.safe_stopped),
         )
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
@@ -403,28 +403,19 @@ class SafetyMonitorNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run safety_monitor until SIGINT/SIGTERM."""
-    rclpy.init(args=args)
+    stop = runner.init(args)
     try:
         node = SafetyMonitorNode()
     except (ValueError, ParameterException) as exc:  # bad parameter: name it, move nothing
         print(f'safety_monitor: invalid parameter: {exc}', file=sys.stderr, flush=True)
         rclpy.shutdown()
         return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:
-        if 'context is not valid' not in str(exc):
-            raise
+        runner.spin(node, stop)
     finally:
         with contextlib.suppress(Exception):
             node._publish_heartbeat(Heartbeat.STATE_STOPPING)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        runner.shutdown(node)
     return 0
 
 

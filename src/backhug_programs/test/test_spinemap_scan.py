@@ -90,6 +90,10 @@ def test_finger_that_never_touches_is_reported_not_guessed():
     missing = [f for f in result.fingers if f.row == 2]
     assert all(math.isnan(f.contact_height_m) and not f.valid for f in missing)
     assert all(f.error for f in missing)
+    # Finished, but with holes: not a complete map, and the reason names the fingers.
+    assert scan.done and not result.complete
+    assert 'no measurement on 2 of 8 fingers' in result.reason
+    assert 'finger_l_02_joint' in result.reason and 'finger_r_02_joint' in result.reason
 
 
 def test_nan_in_the_joint_state_aborts_the_scan():

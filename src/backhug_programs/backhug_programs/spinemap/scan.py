@@ -280,6 +280,13 @@ class SpineScan:
         pitch = _row_pitch(self.fingers)
         complete = self.done and not self._aborted
         reason = self._aborted or ('' if self.done else 'scan not finished')
+        failed = [item.name for item in fingers if item.error]
+        if complete and failed:
+            # A map with holes is not complete, whatever made them (no contact within the
+            # stroke, a device that could not move): never a "complete" map of NaNs.
+            complete = False
+            shown = ', '.join(failed[:6]) + (', ...' if len(failed) > 6 else '')
+            reason = f'no measurement on {len(failed)} of {len(fingers)} fingers ({shown})'
         return SpineMapResult(
             user_id=self.user_id,
             stamp=self.stamp,
