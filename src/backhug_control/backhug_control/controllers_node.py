@@ -40,7 +40,6 @@ from rcl_interfaces.msg import (
 )
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
@@ -52,7 +51,7 @@ from backhug_control.finger_controller import (
     Mode,
     validate_gains,
 )
-from backhug_hw_interface import qos
+from backhug_hw_interface import qos, runner
 from backhug_interfaces.msg import FingerCommands, FingerSetpoints, Heartbeat, SafetyStatus
 
 NODE_NAME = 'finger_controllers'
@@ -508,29 +507,20 @@ class FingerControllersNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run finger_controllers until SIGINT/SIGTERM; a last command retracts every finger."""
-    rclpy.init(args=args)
+    stop = runner.init(args)
     try:
         node = FingerControllersNode()
     except (ValueError, ParameterException) as exc:  # bad parameter: name it, move nothing
         print(f'finger_controllers: invalid parameter: {exc}', file=sys.stderr, flush=True)
         rclpy.shutdown()
         return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:
-        if 'context is not valid' not in str(exc):
-            raise
+        runner.spin(node, stop)
     finally:
         with contextlib.suppress(Exception):
             node.publish_retract_once()
             node._publish_heartbeat(Heartbeat.STATE_STOPPING)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        runner.shutdown(node)
     return 0
 
 

@@ -33,7 +33,6 @@ from rcl_interfaces.msg import (
 )
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.time import Time
@@ -42,7 +41,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from backhug_hw_interface import qos
+from backhug_hw_interface import qos, runner
 from backhug_hw_interface.backends.base import Backend, BackendError, HardwareState
 from backhug_hw_interface.guards import CommandGuard, GuardMode, GuardParams
 from backhug_hw_interface.urdf_joints import DescriptionJointsError, driven_joints
@@ -567,25 +566,18 @@ class HwInterfaceNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Run hw_interface until SIGINT/SIGTERM; the fingers are commanded retracted on exit."""
-    rclpy.init(args=args)
+    stop = runner.init(args)
     try:
         node = HwInterfaceNode()
     except (ParameterException, ValueError) as exc:
         print(f'hw_interface: bad parameter: {exc}', file=sys.stderr, flush=True)
         rclpy.shutdown()
         return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
     try:
-        while rclpy.ok() and node.exit_code is None:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        runner.spin(node, stop, keep_going=lambda: node.exit_code is None)
     finally:
         node.retract_now()
         if node.backend is not None:
             node.backend.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        runner.shutdown(node)
     return node.exit_code or 0
