@@ -97,7 +97,8 @@ def render_preview(compiled: CompiledProgram, out: Path | str, dpi: int = 110) -
     c7 = 'estimated' if model.c7_estimated else 'measured'
     fig.suptitle(
         f'{program.name} [{program.id}] — user {model.height_m:g} m (C7 {c7} at '
-        f'{model.c7_position_m:+.3f} m from row 1), intensity {compiled.intensity:g}{reach}',
+        f'{model.c7_position_m:+.3f} m from row 1), intensity {compiled.intensity:g}, summed '
+        f'force <= {compiled.max_total_force_n:.0f} N{reach}',
         fontsize=11,
         y=0.995,
     )
