@@ -104,6 +104,17 @@ def joints() -> list[str]:
     return [j.name for j in driven_joints(load_description('mock').urdf)]
 
 
+def start_ros2_control_node():
+    """hw_interface on the ros2_control backend (mock hardware), tolerant timing."""
+    return start_node(
+        backend='ros2_control',
+        hardware='mock',
+        fault_injection=False,
+        publish_clock=False,
+        **TOLERANT_TIMING,
+    )
+
+
 @pytest.fixture
 def system(ros_context, spin_nodes, wait, joints):
     """(node process, peer, fake controllers), the controllers up first (a running controller
@@ -111,13 +122,7 @@ def system(ros_context, spin_nodes, wait, joints):
     controllers = FakeControllers(ros_context, joints)
     peer = Peer(ros_context)
     spin_nodes(controllers.node, peer.node)
-    process = start_node(
-        backend='ros2_control',
-        hardware='mock',
-        fault_injection=False,
-        publish_clock=False,
-        **TOLERANT_TIMING,
-    )
+    process = start_ros2_control_node()
     try:
         assert wait(lambda: len(peer.joint_states) > 5, PATIENCE_S), output_tail(process)
         assert list(peer.latest().name) == joints
@@ -257,13 +262,7 @@ def test_a_node_started_before_the_broadcaster_follows_once_states_flow(
     controllers.broadcasting = False  # the controller manager is not up yet
     peer = Peer(ros_context)
     spin_nodes(controllers.node, peer.node)
-    process = start_node(
-        backend='ros2_control',
-        hardware='mock',
-        fault_injection=False,
-        publish_clock=False,
-        **TOLERANT_TIMING,
-    )
+    process = start_ros2_control_node()
     try:
         assert wait(lambda: len(peer.joint_states) > 5, PATIENCE_S), output_tail(process)
         peer.targets = np.full(len(joints), 0.02)
