@@ -4,7 +4,7 @@ with a line protocol on stdin/stdout for what the fault campaign reads:
     started: prints ``port <pty path>``
     ``log PATH SINCE``  writes command_log and fault_log entries at or after SINCE (monotonic s,
                         the same clock in every process) to PATH (JSON), prints ``ok``
-    ``pos``             prints the true finger positions (JSON list, m)
+    ``pos``             prints the true finger positions (JSON list, m; a frozen sensor's too)
 Faults go through the control socket (``send_control``). Ends on EOF or SIGTERM.
 
     python bench/emulator_proc.py CONTROL_SOCKET
@@ -44,7 +44,9 @@ def main() -> int:
                     json.dump(data, handle)
                 print('ok', flush=True)
             elif words[0] == 'pos':
-                print(json.dumps([float(x) for x in board.simulation.position_m]), flush=True)
+                print(
+                    json.dumps([float(x) for x in board.simulation.true_position_m()]), flush=True
+                )
     finally:
         board.stop()
     return 0

@@ -17,7 +17,10 @@ running (its forces pressing): inject the fault, then check
 1. ``retracted``: a fault that must stop the device ends with every finger below 1 mm within
    RETRACT_BOUND_S (a refused input must be refused: REJECTED goal, unsuccessful parameter set);
    after the fault is cleared and the program cancelled, every finger is below 1 mm within the
-   bound (every trial);
+   bound (every trial). Where the finger is comes from the device itself, not from its sensor:
+   the emulator's simulation (serial) or hw_interface's simulated-truth diagnostics (sim) for
+   the finger whose sensor is frozen. A jammed (stalled) finger cannot retract: it must be
+   stopped by a latched safe stop while every other finger retracts;
 2. ``limits``: every /finger_commands target and (serial) every COMMAND at the board stayed
    finite and inside the joint's travel;
 3. ``recording``: the trial's MCAP recording reads back (read_session, not truncated, commands
@@ -72,6 +75,7 @@ SERIAL_FAULTS = [
     'load_spike',
     'estop',
 ]
+FAULTS_OF = {'sim': SIM_FAULTS, 'serial': SERIAL_FAULTS}
 MUST_STOP = {'kill', 'load_spike', 'estop', 'serial_disconnect', 'frozen_sensor', 'stalled_finger'}
 BAD_PARAMETERS = [
     ('finger_controllers', 'fingers.{finger}.max_force_n', 1e6),
@@ -111,7 +115,7 @@ def mutate_program(rng: random.Random) -> str:
 
 
 class Campaign:
-    def __init__(self, family: str, folder: Path, seed: int) -> None:
+    def __init__(self, family: str, folder: Path, seed: int, only: list[str] = ()) -> None:
         from rclpy.action import ActionClient
 
         from backhug_description import load_description
@@ -121,6 +125,7 @@ class Campaign:
         self.folder = folder / family
         self.folder.mkdir(parents=True)
         self.rng = random.Random(f'{seed}-{family}')
+        self.kinds = [k for k in FAULTS_OF[family] if not only or k in only]
         joints = load_description('sim').joints
         self.lower = np.array([j.lower_m for j in joints])
         self.upper = np.array([j.upper_m for j in joints])
@@ -199,10 +204,25 @@ class Campaign:
     def loads(self) -> np.ndarray:
         return self.peer.loads()
 
-    def retracted(self) -> bool:
+    def retracted(self, fault: str = '', finger: str = '', since: float = 0.0) -> bool:
+        """Every finger below 1 mm. With an injected ``frozen_sensor`` the finger's position is
+        the simulation's truth (heard after ``since``); a ``stalled_finger`` is jammed where it
+        is: it is excused only under a latched safe stop (hw_interface or the board)."""
         if self.emulator is None and not self.nodes.alive('hw_interface'):
             return False  # no /joint_states to judge by
-        return bool(np.nanmax(self.positions()) < RETRACTED_M)
+        positions = np.array(self.positions(), dtype=float)
+        index = self.peer.names.index(finger) if finger else None
+        if index is not None and fault == 'frozen_sensor' and self.emulator is None:
+            truth = self.peer.true_positions(since)
+            if truth is None:
+                return False
+            positions[index] = truth[index]
+        if index is not None and fault == 'stalled_finger':
+            hardware = self.peer.hardware
+            if hardware is None or not hardware.safe_stopped:
+                return False
+            positions[index] = 0.0
+        return bool(np.nanmax(positions) < RETRACTED_M)
 
     def sim_fault(self, command: str) -> None:
         if self.emulator is not None:
@@ -241,7 +261,7 @@ class Campaign:
     def trial(self, index: int) -> dict:
         from backhug_bringup.recorder import SessionRecorder, read_session
 
-        fault = self.rng.choice(SIM_FAULTS if self.family == 'sim' else SERIAL_FAULTS)
+        fault = self.rng.choice(self.kinds)
         finger_draw = self.rng.random()  # drawn now: the sequence of choices stays seeded
         record: dict = {'trial': index, 'family': self.family, 'fault': fault, 'checks': {}}
         checks = record['checks']
@@ -279,7 +299,7 @@ class Campaign:
             checks['stopped_in_bound'] = ok
             record['stop_s'] = round(time.monotonic() - t_fault, 3) if ok else None
         elif fault in MUST_STOP:
-            ok = wait_for(self.retracted, RETRACT_BOUND_S, 0.05)
+            ok = wait_for(lambda: self.retracted(fault, finger, t_fault), RETRACT_BOUND_S, 0.05)
             checks['stopped_in_bound'] = ok
             record['stop_s'] = round(time.monotonic() - t_fault, 3) if ok else None
         elif fault in ('malformed_program', 'bad_parameter'):
@@ -451,10 +471,23 @@ def main(argv=None) -> int:
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--families', default='sim,serial')
     parser.add_argument('--out', type=Path, default=HERE / 'faults.json')
+    parser.add_argument(
+        '--faults', default='', help='only these fault types, comma-separated (default: all)'
+    )
     parser.add_argument('--max-minutes', type=float, default=0.0, help='stop early (0: never)')
     args = parser.parse_args(argv)
+    only = [f for f in args.faults.split(',') if f]
+    unknown = sorted(set(only) - set(SIM_FAULTS) - set(SERIAL_FAULTS))
+    if unknown:
+        parser.error(
+            f'unknown fault types {unknown}: choose from {sorted({*SIM_FAULTS, *SERIAL_FAULTS})}'
+        )
+    if set(args.families.split(',')) - set(FAULTS_OF):
+        parser.error(f'--families takes {",".join(FAULTS_OF)}, got {args.families!r}')
     harness.reserve_domain()
-    families = args.families.split(',')
+    families = [
+        f for f in args.families.split(',') if any(not only or k in only for k in FAULTS_OF[f])
+    ]
     # Split the trials between the families (sim gets the remainder).
     shares = {f: args.trials // len(families) for f in families}
     shares[families[0]] += args.trials - sum(shares.values())
@@ -463,6 +496,7 @@ def main(argv=None) -> int:
         'trials_asked': args.trials,
         'machine': harness.machine(),
         'retract_bound_s': RETRACT_BOUND_S,
+        'faults_asked': only or 'all',
     }
     records: list[dict] = []
     started = time.monotonic()
@@ -472,7 +506,7 @@ def main(argv=None) -> int:
             per_family = max(1, int(shares[family]))
             # each family gets its share of the time left
             share_end = time.monotonic() + (deadline - time.monotonic()) / (len(families) - number)
-            campaign = Campaign(family, Path(tmp), args.seed)
+            campaign = Campaign(family, Path(tmp), args.seed, only)
             try:
                 for _ in range(per_family):
                     if time.monotonic() > share_end:

@@ -269,6 +269,7 @@ class Peer:
         self.status_log: deque = deque(maxlen=5000)
         self.hardware = None
         self.diagnostics: dict[str, dict] = {}
+        self.diagnostics_at = 0.0  # monotonic arrival of the last /diagnostics
         self.context = Context()
         rclpy.init(context=self.context)
         node = self.node = Node(name, context=self.context)
@@ -322,6 +323,7 @@ class Peer:
     def _on_diagnostics(self, msg) -> None:
         for status in msg.status:
             self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+        self.diagnostics_at = time.monotonic()
 
     def _publish_setpoints(self) -> None:
         if self.playing:
@@ -344,6 +346,21 @@ class Peer:
 
     def loads(self) -> np.ndarray:
         return self.joint_states[-1][3] if self.joint_states else np.full(len(self.names), np.nan)
+
+    def true_positions(self, since: float) -> np.ndarray | None:
+        """Where the simulated fingers really are (hw_interface's /diagnostics, 1 Hz, mujoco
+        only), from a message that arrived after ``since`` (monotonic); else None."""
+        if self.diagnostics_at <= since:
+            return None
+        try:
+            return np.array(
+                [
+                    float(self.diagnostics[f'hw_interface: {name}']['sim_position_mm']) / 1000.0
+                    for name in self.names
+                ]
+            )
+        except (KeyError, ValueError):
+            return None
 
     def safety(self) -> tuple[int | None, bool]:
         status = self.status

@@ -12,7 +12,11 @@ monitor says, the targets written to the device come out of ``CommandGuard.updat
   ``safety_timeout_s`` (no safety monitor, no motion);
 - a safety status that was heard and then went silent latches a safe stop;
 - ``safe_stop`` (the safety monitor's call, or a lost link) retracts and holds until ``reset``,
-  which is refused while the safety status is not OK/WARNING or the link is down.
+  which is refused while the safety status is not OK/WARNING or the link is down;
+- a finger that does not follow its target — more than ``stall_error_m`` from the target written
+  to the device and moving less than ``STALL_MOTION_M`` towards anything for ``stall_time_s`` of
+  device time — latches a safe stop naming it (``check_following``): a jammed motor or a frozen
+  position sensor, which no rule on the load alone sees on a finger pressing steadily.
 
 Retracting moves each target down from where the finger really is (never from a target the
 tissue stopped it short of) at ``retract_speed_m_s``, so a retract never jerks the user.
@@ -30,6 +34,9 @@ import numpy as np
 
 #: SafetyStatus states that allow motion (backhug_interfaces/SafetyStatus OK and WARNING).
 MOTION_ALLOWED_STATES = (0, 1)
+#: A finger that moved this far since its error exceeded ``stall_error_m`` is still following
+#: (slowly): its stall clock restarts. At the 20 mm/s device speed it is 0.05 s of travel.
+STALL_MOTION_M = 0.001
 
 
 class GuardMode(enum.Enum):
@@ -49,6 +56,8 @@ class GuardParams:
     safety_timeout_s: float = 0.5
     retract_speed_m_s: float = 0.02
     require_safety: bool = True
+    stall_error_m: float = 0.005
+    stall_time_s: float = 0.5
 
     def validate(self) -> GuardParams:
         for name, low, high in (
@@ -56,6 +65,8 @@ class GuardParams:
             ('hold_timeout_s', 0.0, 10.0),
             ('safety_timeout_s', 0.01, 5.0),
             ('retract_speed_m_s', 0.001, 0.2),
+            ('stall_error_m', 0.001, 0.05),
+            ('stall_time_s', 0.05, 10.0),
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -106,6 +117,8 @@ class CommandGuard:
         # Not up until the backend says so; only a link that was up and went down latches.
         self.link_ok = False
         self._link_seen = False
+        self._stall_anchor_m = np.full(count, np.nan)
+        self._stall_for_s = np.zeros(count)
         self.rejected_commands = 0
         self.clamped_commands = 0
         self.last_rejection = ''
@@ -213,6 +226,41 @@ class CommandGuard:
         # A command from before the stop must not resume motion: wait for a fresh one.
         self._command_time_s = None
         return True, f'safe stop cleared (was: {previous})' if previous else 'nothing to reset'
+
+    def check_following(self, dt_s: float, target_m: np.ndarray, measured_m: np.ndarray) -> str:
+        """Latch a safe stop when a finger does not follow the target written to the device.
+
+        ``dt_s`` is device time since the last check (simulated time on a simulator, so a
+        starved host does not look like a stalled finger). Returns the reason when it latched
+        now, else ''. Skipped while the link is down (the positions are stale) or already
+        stopped; a NaN position is the safety monitor's to judge.
+        """
+        if not self.link_ok or self.safe_stop_reason:
+            self._stall_for_s[:] = 0.0
+            self._stall_anchor_m[:] = np.nan
+            return ''
+        target = np.asarray(target_m, dtype=float)
+        measured = np.asarray(measured_m, dtype=float)
+        if target.shape != self._stall_for_s.shape or measured.shape != target.shape:
+            return ''
+        error = np.abs(target - measured)
+        off = np.isfinite(error) & (error > self.params.stall_error_m)
+        moved = ~(np.abs(measured - self._stall_anchor_m) <= STALL_MOTION_M)  # NaN anchor: moved
+        restart = off & moved
+        self._stall_anchor_m = np.where(restart | ~off, measured, self._stall_anchor_m)
+        self._stall_for_s = np.where(off & ~restart, self._stall_for_s + max(dt_s, 0.0), 0.0)
+        stuck = np.flatnonzero(self._stall_for_s > self.params.stall_time_s)
+        if stuck.size == 0:
+            return ''
+        worst = int(stuck[np.argmax(error[stuck])])
+        names = ', '.join(self.joint_names[i] for i in stuck)
+        self.safe_stop(
+            f'finger not following its target: {names} ({self.joint_names[worst]} at '
+            f'{measured[worst] * 1000:.1f} mm, {error[worst] * 1000:.1f} mm from its '
+            f'{target[worst] * 1000:.1f} mm target for {self.params.stall_time_s:.2f} s; '
+            'motor stalled or position sensor frozen)'
+        )
+        return self.safe_stop_reason
 
     # -- output --------------------------------------------------------------------------------
 

@@ -94,6 +94,11 @@ PARAMETERS = {
     'safety_timeout_s': (0.5, _float('safety status older than this (s): no motion', 0.01, 5.0)),
     'retract_speed_m_s': (0.02, _float('retract speed, m/s', 0.001, 0.2)),
     'require_safety': (True, _text('no motion without a fresh OK safety status', False)),
+    'stall_error_m': (
+        0.005,
+        _float('a finger this far from its target, not moving: stalled, m', 0.001, 0.05),
+    ),
+    'stall_time_s': (0.5, _float('stalled this long (device time) -> safe stop, s', 0.05, 10.0)),
     'fault_injection': (False, _text('simulation only: accept /hw_interface/sim_fault')),
     'ros2_control_command_topic': ('/finger_position_controller/commands', _text('r2c cmd')),
     'ros2_control_state_topic': ('/joint_state_broadcaster/joint_states', _text('r2c state')),
@@ -108,6 +113,8 @@ _GUARD_PARAMETERS = (
     'safety_timeout_s',
     'retract_speed_m_s',
     'require_safety',
+    'stall_error_m',
+    'stall_time_s',
 )
 
 
@@ -407,6 +414,9 @@ class HwInterfaceNode(LifecycleNode):
         elif board_faults:
             detail = '; '.join(state.fault_messages) or hex(board_faults)
             guard.safe_stop(f'board fault: {detail}')
+        stalled = guard.check_following(dt, output.position_m, state.position_m)
+        if stalled:
+            self.get_logger().error(stalled)
         stamp = self._stamp(state)
         if not self._mute_joint_states:
             msg = self._joint_msg

@@ -113,7 +113,97 @@ def test_no_safety_monitor_no_motion_and_a_silent_one_latches():
     assert not g.reset(0.9)[0]
 
 
-@pytest.mark.parametrize('name', ['command_timeout_s', 'safety_timeout_s', 'retract_speed_m_s'])
+def follow(g: CommandGuard, seconds: float, device, start: float = 0.0) -> str:
+    """Run the guard against ``device(target, measured) -> measured`` with fresh commands of
+    (0.03, 0.03) and OK status; the reason it latched ('' if it never did)."""
+    now, measured = start, np.zeros(2)
+    while now < start + seconds:
+        g.accept_safety(OK, now)
+        command(g, now, (0.03, 0.03))
+        out = g.update(now, DT, measured)
+        measured = device(out.position_m, measured)
+        reason = g.check_following(DT, out.position_m, measured)
+        if reason:
+            return reason
+        now += DT
+    return ''
+
+
+def ramp(target, measured, speed=0.02):
+    return measured + np.clip(target - measured, -speed * DT, speed * DT)
+
+
+def test_a_finger_following_its_target_is_never_latched():
+    g = guard()
+    g.set_link(True)
+    # 30 mm steps at 20 mm/s: 25 mm behind for 1.5 s, but moving all the time
+    assert follow(g, 3.0, ramp) == ''
+    # slow (2.5 mm/s) but moving: still following
+    g2 = guard()
+    g2.set_link(True)
+    assert follow(g2, 3.0, lambda t, m: ramp(t, m, speed=0.0025)) == ''
+    # pressed 4 mm short of its target by the tissue (within stall_error_m): not a stall
+    g3 = guard()
+    g3.set_link(True)
+    assert follow(g3, 3.0, lambda t, m: np.minimum(ramp(t, m), t - 0.004)) == ''
+
+
+def test_a_jammed_finger_latches_a_safe_stop_naming_it():
+    g = guard(stall_time_s=0.3)
+    g.set_link(True)
+    jam_at = 0.010
+
+    def device(target, measured):
+        moved = ramp(target, measured)
+        moved[1] = min(moved[1], jam_at)  # finger_r_01 jams at 10 mm
+        return moved
+
+    reason = follow(g, 3.0, device)
+    assert 'finger_r_01_joint' in reason and 'finger_l_01_joint' not in reason, reason
+    assert 'not following' in reason and '10.0 mm' in reason
+    assert g.safe_stop_reason == reason
+    out = g.update(5.0, DT, np.array([0.03, jam_at]))
+    assert out.mode is GuardMode.RETRACT, 'a latched stall must retract every finger'
+    # and it holds until a reset
+    g.accept_safety(OK, 5.0)
+    command(g, 5.0)
+    assert g.update(5.0, DT, np.array([0.0, jam_at])).mode is GuardMode.RETRACT
+
+
+def test_a_frozen_position_sensor_latches_within_the_stall_time():
+    g = guard(stall_time_s=0.5)
+    g.set_link(True)
+    frozen, ticks = {}, []
+
+    def device(target, measured):
+        ticks.append(1)
+        moved = ramp(target, measured)
+        if moved[0] >= 0.004:
+            frozen.setdefault('at', moved[0])
+            moved[0] = frozen['at']  # the sensor of finger_l_01 reads the same from here on
+        return moved
+
+    reason = follow(g, 3.0, device)
+    assert 'finger_l_01_joint' in reason, reason
+    # frozen at 0.2 s (4 mm at 20 mm/s), already > 5 mm from its 30 mm target: latched 0.5 s
+    # later, not at the end of the run
+    assert 0.65 < len(ticks) * DT < 0.8
+
+
+def test_no_stall_judged_while_the_link_is_down():
+    g = guard(stall_time_s=0.1)
+    g.set_link(True)
+    run(g, 0.0, 0.1)
+    g.set_link(False, 'unplugged')
+    for _ in range(100):  # stale positions while the link is down: not a stall
+        assert g.check_following(DT, np.full(2, 0.03), np.zeros(2)) == ''
+    assert 'unplugged' in g.safe_stop_reason
+
+
+@pytest.mark.parametrize(
+    'name',
+    ['command_timeout_s', 'safety_timeout_s', 'retract_speed_m_s', 'stall_error_m', 'stall_time_s'],
+)
 @pytest.mark.parametrize('value', [math.nan, -1.0, 100.0])
 def test_bad_parameters_are_refused_naming_them(name, value):
     with pytest.raises(ValueError, match=name):

@@ -29,6 +29,7 @@ from hw_node_support import (
     raise_fingers,
     start_node,
     stop_node,
+    touching_targets,
 )
 
 
@@ -168,6 +169,49 @@ def test_board_estop_retracts_and_needs_a_reset(system, contact_heights, wait) -
     time.sleep(1.0)
     assert peer.positions().max() < RETRACTED_M, 'moved after e-stop release without reset'
     assert peer.call(peer.reset, Trigger.Request()).success
+
+
+@pytest.mark.parametrize('fault', ['stall', 'freeze'])
+def test_a_finger_not_following_its_target_latches_a_safe_stop_naming_it(
+    system, contact_heights, wait, fault
+) -> None:
+    """A jammed motor or a frozen position sensor on a raised finger: asked to retract, it does
+    not (or does not seem to). hw_interface latches a safe stop naming it, retracts the others,
+    and needs a reset once the fault is cleared."""
+    from std_msgs.msg import String
+
+    _process, peer = system
+    raise_fingers(peer, contact_heights[0], wait, sim_s=1.0)
+    index = int(np.argmax(peer.positions()))
+    name, raised = peer.names[index], float(peer.positions()[index])
+    assert raised > 0.01
+    faults = peer.node.create_publisher(String, '/hw_interface/sim_fault', 10)
+    time.sleep(0.3)
+    faults.publish(String(data=f'{fault} {name}'))
+    time.sleep(0.3)
+    peer.targets = np.zeros(len(peer.names))  # the controllers retract; this finger cannot follow
+
+    def latched() -> bool:
+        status = peer.status
+        return bool(
+            status.safe_stopped
+            and any('not following' in m and name in m for m in status.fault_messages)
+        )
+
+    assert wait(latched, 15.0), f'no safe stop naming {name}: {peer.status.fault_messages}'
+    others = np.delete(np.arange(len(peer.names)), index)
+    assert wait(lambda: peer.positions()[others].max() < RETRACTED_M, 15.0)
+    # (the jammed finger gives a little under the trunk the others no longer carry)
+    assert peer.positions()[index] > 0.5 * raised, 'the injected fault did not hold the finger'
+    faults.publish(String(data='clear'))
+    assert_retracts(peer, wait, f'{fault} cleared')
+    time.sleep(0.5)
+    assert peer.status.safe_stopped, 'the stall latch cleared itself without a reset'
+    assert peer.call(peer.reset, Trigger.Request()).success
+    peer.targets = touching_targets(contact_heights[0])
+    assert wait(lambda: peer.positions().max() > 0.01, 20.0), 'no motion after the reset'
+    time.sleep(1.0)
+    assert not peer.status.safe_stopped, peer.status.fault_messages
 
 
 def test_bad_backend_parameter_is_refused_with_its_name() -> None:

@@ -73,12 +73,14 @@ class MujocoBackend(Backend):
 
     def simulation_truth(self) -> dict[str, np.ndarray]:
         """Ground truth of the simulated user per backend joint, for tests and benchmarks:
-        ``stiffness_n_per_mm`` (now, after any de-stiffening) and ``work_j`` (mobilisation
-        work so far). A real board has no such thing; the node reports it in /diagnostics."""
+        ``stiffness_n_per_mm`` (now, after any de-stiffening), ``work_j`` (mobilisation work so
+        far) and ``position_mm`` (where the finger really is, whatever a frozen sensor says).
+        A real board has no such thing; the node reports it in /diagnostics."""
         simulation = self._require_open()
         return {
             'stiffness_n_per_mm': simulation.true_stiffness_n_per_mm()[self._order],
             'work_j': simulation.mobilisation_work_j()[self._order],
+            'position_mm': simulation.true_position_m()[self._order] * 1000.0,
         }
 
     def close(self) -> None:

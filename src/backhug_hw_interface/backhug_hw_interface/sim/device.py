@@ -12,8 +12,9 @@ Physics steps run in C (``mj_step(..., nstep)``) whenever no setpoint is ramping
 description, user, seed and calls give bit-identical results.
 
 Ground truth for tests and the scan helper: ``true_stiffness_n_per_mm()`` (the tissue joint
-stiffness under each finger, after any de-stiffening) and ``true_contact_height_m()`` (the joint
-position at which each finger's tip meets the relaxed back in the torso's current pose).
+stiffness under each finger, after any de-stiffening), ``true_contact_height_m()`` (the joint
+position at which each finger's tip meets the relaxed back in the torso's current pose) and
+``true_position_m()`` (where each finger really is, whatever a frozen sensor reports).
 
 Faults for the board emulator: ``inject('freeze_sensor' | 'stall_finger' | 'push', finger, ...)``
 or the methods of the same names, and ``clear()``.
@@ -167,6 +168,10 @@ class DeviceSimulation:
     def body_weight_n(self) -> float:
         """Weight the fingers and the pad carry: the simulated trunk (torso + tissue), N."""
         return self.user.trunk_weight_n
+
+    def true_position_m(self) -> np.ndarray:
+        """Ground truth: finger joint positions, m, even where a sensor is frozen."""
+        return self.data.qpos[self._index.finger_qpos].copy()
 
     def true_stiffness_n_per_mm(self) -> np.ndarray:
         """Ground truth: tissue stiffness under each finger now (after de-stiffening), N/mm."""
