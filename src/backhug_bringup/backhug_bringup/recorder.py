@@ -243,22 +243,26 @@ class SessionRecorder:
         self._writer.start(profile='ros2', library='backhug_bringup.recorder')
         self._subscriptions = []
         topics = DEFAULT_TOPICS if topics is None else topics
-        for topic, spec in topics.items():
-            type_name, qos_name = (spec, 'STATE_QOS') if isinstance(spec, str) else spec
-            self._register(topic, type_name)
-            profile = getattr(qos, qos_name, None)
-            if profile is None:
-                raise RecorderError(f'topic {topic}: unknown QoS {qos_name!r} (see qos.py)')
-            self._subscriptions.append(
-                node.create_subscription(
-                    message_class(type_name),
-                    topic,
-                    lambda data, topic=topic: self._on_raw(topic, data),
-                    profile,
-                    raw=True,
+        # Under the lock: a subscription made here can deliver on the node's executor thread
+        # before the next topic is registered, and the MCAP writer is not thread-safe (a fault
+        # campaign recording read back 'schema 3 unknown': a channel written without its schema).
+        with self._lock:
+            for topic, spec in topics.items():
+                type_name, qos_name = (spec, 'STATE_QOS') if isinstance(spec, str) else spec
+                self._register(topic, type_name)
+                profile = getattr(qos, qos_name, None)
+                if profile is None:
+                    raise RecorderError(f'topic {topic}: unknown QoS {qos_name!r} (see qos.py)')
+                self._subscriptions.append(
+                    node.create_subscription(
+                        message_class(type_name),
+                        topic,
+                        lambda data, topic=topic: self._on_raw(topic, data),
+                        profile,
+                        raw=True,
+                    )
                 )
-            )
-        self._writer.flush()
+            self._writer.flush()
         self._flush_period_s = flush_period_s
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name='mcap-flush')

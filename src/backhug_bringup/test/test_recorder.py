@@ -179,6 +179,68 @@ def test_records_real_topics_into_a_file_mcap_and_mcap_ros2_read(
     assert sorted(m.topic for m in selected.messages) == ['/heartbeat', '/robot_description']
 
 
+def test_messages_arriving_while_topics_register_never_precede_a_schema(
+    ros_context, spin_nodes, wait, tmp_path, monkeypatch
+):
+    """The first topic's subscription delivers on the executor thread while the recorder is
+    still registering the others (slowed here to make the overlap certain). Every schema and
+    channel record must come before any message, and the file must read back."""
+    import threading
+
+    import backhug_bringup.recorder as recorder_module
+    from mcap.records import Channel, DataEnd, Message, Schema
+    from mcap.stream_reader import StreamReader
+
+    definition = recorder_module.message_definition
+
+    def slow_definition(type_name):
+        time.sleep(0.05)
+        return definition(type_name)
+
+    node = Node('recorder', context=ros_context)
+    source = Node('source', context=ros_context)
+    publisher = source.create_publisher(String, '/a', qos.STATE_QOS)
+    spin_nodes(node, source)
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            publisher.publish(String(data='x'))
+            time.sleep(0.001)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    monkeypatch.setattr(recorder_module, 'message_definition', slow_definition)
+    path = tmp_path / 'race.mcap'
+    topics = {
+        '/a': 'std_msgs/msg/String',
+        '/b': 'sensor_msgs/msg/JointState',
+        '/c': 'backhug_interfaces/msg/FingerCommands',
+        '/d': 'backhug_interfaces/msg/SafetyStatus',
+        '/e': 'backhug_interfaces/msg/Heartbeat',
+        '/f': 'diagnostic_msgs/msg/DiagnosticArray',
+    }
+    try:
+        recorder = SessionRecorder(node, path, topics)
+        assert wait(lambda: recorder.counts['/a'] > 20, 10), recorder.counts
+    finally:
+        stop.set()
+        flooder.join(timeout=5)
+    recorder.close()
+    kinds = []
+    with open(path, 'rb') as handle:
+        for record in StreamReader(handle, skip_magic=False, emit_chunks=False).records:
+            if isinstance(record, DataEnd):  # the summary after it repeats schemas, channels
+                break
+            if isinstance(record, (Schema, Channel, Message)):
+                kinds.append(type(record).__name__)
+    first_message = kinds.index('Message')
+    assert kinds[:first_message].count('Schema') == len(topics), kinds[: first_message + 3]
+    assert 'Schema' not in kinds[first_message:] and 'Channel' not in kinds[first_message:]
+    session = read_session(path)
+    assert not session.truncated and session.counts()['/a'] == recorder.counts['/a']
+
+
 def test_max_rate_thins_only_the_named_topic(ros_context, tmp_path):
     node = Node('recorder', context=ros_context)
     recorder = SessionRecorder(node, tmp_path / 'thin.mcap', {}, max_rate_hz={'/a': 10.0})
