@@ -13,10 +13,12 @@ monitor says, the targets written to the device come out of ``CommandGuard.updat
 - a safety status that was heard and then went silent latches a safe stop;
 - ``safe_stop`` (the safety monitor's call, or a lost link) retracts and holds until ``reset``,
   which is refused while the safety status is not OK/WARNING or the link is down;
-- a finger that does not follow its target — more than ``stall_error_m`` from the target written
-  to the device and moving less than ``STALL_MOTION_M`` towards anything for ``stall_time_s`` of
-  device time — latches a safe stop naming it (``check_following``): a jammed motor or a frozen
-  position sensor, which no rule on the load alone sees on a finger pressing steadily.
+- a finger that does not follow its target — more than ``stall_error_m`` above the target
+  written to the device, or below it by more than that plus what its load explains (a pressing
+  finger sits load / ``servo_stiffness_n_per_m`` below its target), while moving less than
+  ``STALL_MOTION_M`` for ``stall_time_s`` of device time — latches a safe stop naming it
+  (``check_following``): a jammed motor or a frozen position sensor, which no rule on the load
+  alone sees on a finger pressing steadily.
 
 Retracting moves each target down from where the finger really is (never from a target the
 tissue stopped it short of) at ``retract_speed_m_s``, so a retract never jerks the user.
@@ -56,8 +58,9 @@ class GuardParams:
     safety_timeout_s: float = 0.5
     retract_speed_m_s: float = 0.02
     require_safety: bool = True
-    stall_error_m: float = 0.005
+    stall_error_m: float = 0.0002
     stall_time_s: float = 0.5
+    servo_stiffness_n_per_m: float = 50000.0
 
     def validate(self) -> GuardParams:
         for name, low, high in (
@@ -65,8 +68,9 @@ class GuardParams:
             ('hold_timeout_s', 0.0, 10.0),
             ('safety_timeout_s', 0.01, 5.0),
             ('retract_speed_m_s', 0.001, 0.2),
-            ('stall_error_m', 0.001, 0.05),
+            ('stall_error_m', 0.0001, 0.05),
             ('stall_time_s', 0.05, 10.0),
+            ('servo_stiffness_n_per_m', 1000.0, 1e7),
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -227,13 +231,20 @@ class CommandGuard:
         self._command_time_s = None
         return True, f'safe stop cleared (was: {previous})' if previous else 'nothing to reset'
 
-    def check_following(self, dt_s: float, target_m: np.ndarray, measured_m: np.ndarray) -> str:
+    def check_following(
+        self,
+        dt_s: float,
+        target_m: np.ndarray,
+        measured_m: np.ndarray,
+        load_n: np.ndarray | None = None,
+    ) -> str:
         """Latch a safe stop when a finger does not follow the target written to the device.
 
         ``dt_s`` is device time since the last check (simulated time on a simulator, so a
-        starved host does not look like a stalled finger). Returns the reason when it latched
-        now, else ''. Skipped while the link is down (the positions are stale) or already
-        stopped; a NaN position is the safety monitor's to judge.
+        starved host does not look like a stalled finger); ``load_n`` the measured loads (+ =
+        pushing on the user), which explain a pressing finger sitting below its target. Returns
+        the reason when it latched now, else ''. Skipped while the link is down (the positions
+        are stale) or already stopped; a NaN position is the safety monitor's to judge.
         """
         if not self.link_ok or self.safe_stop_reason:
             self._stall_for_s[:] = 0.0
@@ -243,8 +254,13 @@ class CommandGuard:
         measured = np.asarray(measured_m, dtype=float)
         if target.shape != self._stall_for_s.shape or measured.shape != target.shape:
             return ''
-        error = np.abs(target - measured)
-        off = np.isfinite(error) & (error > self.params.stall_error_m)
+        load = np.zeros_like(target) if load_n is None else np.asarray(load_n, dtype=float)
+        sag = np.where(np.isfinite(load), np.maximum(load, 0.0), 0.0)
+        sag = sag / self.params.servo_stiffness_n_per_m
+        above = measured - target
+        error = np.abs(above)
+        margin = self.params.stall_error_m
+        off = np.isfinite(above) & ((above > margin) | (-above > margin + sag))
         moved = ~(np.abs(measured - self._stall_anchor_m) <= STALL_MOTION_M)  # NaN anchor: moved
         restart = off & moved
         self._stall_anchor_m = np.where(restart | ~off, measured, self._stall_anchor_m)

@@ -95,10 +95,22 @@ PARAMETERS = {
     'retract_speed_m_s': (0.02, _float('retract speed, m/s', 0.001, 0.2)),
     'require_safety': (True, _text('no motion without a fresh OK safety status', False)),
     'stall_error_m': (
-        0.005,
-        _float('a finger this far from its target, not moving: stalled, m', 0.001, 0.05),
+        0.0002,
+        _float(
+            'a finger this far off its target (beyond load sag), not moving: stalled, m',
+            0.0001,
+            0.05,
+        ),
     ),
     'stall_time_s': (0.5, _float('stalled this long (device time) -> safe stop, s', 0.05, 10.0)),
+    'servo_stiffness_n_per_m': (
+        50000.0,
+        _float(
+            "the device's position servo: a finger pressing F sits F/k below its target",
+            1000.0,
+            1e7,
+        ),
+    ),
     'fault_injection': (False, _text('simulation only: accept /hw_interface/sim_fault')),
     'ros2_control_command_topic': ('/finger_position_controller/commands', _text('r2c cmd')),
     'ros2_control_state_topic': ('/joint_state_broadcaster/joint_states', _text('r2c state')),
@@ -115,6 +127,7 @@ _GUARD_PARAMETERS = (
     'require_safety',
     'stall_error_m',
     'stall_time_s',
+    'servo_stiffness_n_per_m',
 )
 
 
@@ -414,7 +427,7 @@ class HwInterfaceNode(LifecycleNode):
         elif board_faults:
             detail = '; '.join(state.fault_messages) or hex(board_faults)
             guard.safe_stop(f'board fault: {detail}')
-        stalled = guard.check_following(dt, output.position_m, state.position_m)
+        stalled = guard.check_following(dt, output.position_m, state.position_m, state.effort_n)
         if stalled:
             self.get_logger().error(stalled)
         stamp = self._stamp(state)

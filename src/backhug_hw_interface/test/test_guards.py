@@ -113,16 +113,16 @@ def test_no_safety_monitor_no_motion_and_a_silent_one_latches():
     assert not g.reset(0.9)[0]
 
 
-def follow(g: CommandGuard, seconds: float, device, start: float = 0.0) -> str:
-    """Run the guard against ``device(target, measured) -> measured`` with fresh commands of
-    (0.03, 0.03) and OK status; the reason it latched ('' if it never did)."""
-    now, measured = start, np.zeros(2)
-    while now < start + seconds:
+def follow(g: CommandGuard, seconds: float, device, load_n=(0.0, 0.0)) -> str:
+    """Run the guard against ``device(target, measured) -> measured`` (loads ``load_n``) with
+    fresh commands of (0.03, 0.03) and OK status; the reason it latched ('' if it never did)."""
+    now, measured = 0.0, np.zeros(2)
+    while now < seconds:
         g.accept_safety(OK, now)
         command(g, now, (0.03, 0.03))
         out = g.update(now, DT, measured)
         measured = device(out.position_m, measured)
-        reason = g.check_following(DT, out.position_m, measured)
+        reason = g.check_following(DT, out.position_m, measured, np.array(load_n))
         if reason:
             return reason
         now += DT
@@ -142,10 +142,40 @@ def test_a_finger_following_its_target_is_never_latched():
     g2 = guard()
     g2.set_link(True)
     assert follow(g2, 3.0, lambda t, m: ramp(t, m, speed=0.0025)) == ''
-    # pressed 4 mm short of its target by the tissue (within stall_error_m): not a stall
+    # pressing 150 N, 3.1 mm short of its target: 3 mm sag (50 N/mm servo) + 0.1 mm: not a stall
     g3 = guard()
     g3.set_link(True)
-    assert follow(g3, 3.0, lambda t, m: np.minimum(ramp(t, m), t - 0.004)) == ''
+    short = lambda t, m: np.minimum(ramp(t, m), t - 0.0031)  # noqa: E731
+    assert follow(g3, 3.0, short, load_n=(150.0, 150.0)) == ''
+    # settling 0.1 mm above its target (within stall_error_m): not a stall
+    g4 = guard()
+    g4.set_link(True)
+    assert follow(g4, 3.0, lambda t, m: np.minimum(ramp(t, m), t) + 0.0001) == ''
+
+
+def test_a_finger_short_of_its_target_with_no_load_to_explain_it_latches():
+    g = guard()
+    g.set_link(True)
+    short = lambda t, m: np.minimum(ramp(t, m), t - 0.0033)  # noqa: E731
+    reason = follow(g, 3.0, short, load_n=(160.0, 10.0))  # r_01: 10 N explains 0.2 mm of 3.3
+    assert 'finger_r_01_joint' in reason and 'finger_l_01_joint' not in reason, reason
+
+
+def test_a_finger_jammed_low_that_does_not_retract_latches():
+    """Jammed 4 mm up while its target is 0 (the controllers lowering it): above its target,
+    which no load explains."""
+    g = guard(stall_time_s=0.3)
+    g.set_link(True)
+    now, measured = 0.0, np.array([0.004, 0.0])
+    reason = ''
+    while now < 2.0 and not reason:
+        g.accept_safety(OK, now)
+        command(g, now, (0.0, 0.0))
+        out = g.update(now, DT, measured)
+        reason = g.check_following(DT, out.position_m, measured)  # finger_l_01 stays at 4 mm
+        now += DT
+    assert 'finger_l_01_joint' in reason and 'finger_r_01_joint' not in reason, reason
+    assert 0.3 < now < 0.45
 
 
 def test_a_jammed_finger_latches_a_safe_stop_naming_it():
@@ -202,9 +232,16 @@ def test_no_stall_judged_while_the_link_is_down():
 
 @pytest.mark.parametrize(
     'name',
-    ['command_timeout_s', 'safety_timeout_s', 'retract_speed_m_s', 'stall_error_m', 'stall_time_s'],
+    [
+        'command_timeout_s',
+        'safety_timeout_s',
+        'retract_speed_m_s',
+        'stall_error_m',
+        'stall_time_s',
+        'servo_stiffness_n_per_m',
+    ],
 )
-@pytest.mark.parametrize('value', [math.nan, -1.0, 100.0])
+@pytest.mark.parametrize('value', [math.nan, -1.0, 1e9])
 def test_bad_parameters_are_refused_naming_them(name, value):
     with pytest.raises(ValueError, match=name):
         GuardParams(**{name: value}).validate()
