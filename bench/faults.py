@@ -295,9 +295,11 @@ class Campaign:
         self.nodes.ensure_running()
         if not self.peer.ready(60):
             record['note'] = 'not ready before the trial'
-        record['program_pressing'] = not self.start_program()
+        # The recording starts before the program, as a session's does: a node killed at once
+        # must not have been killed before the recorder discovered its publisher.
         path = self.folder / f'trial_{index:03d}.mcap'
         recorder = SessionRecorder(self.peer.node, path, RECORDED)
+        record['program_pressing'] = not self.start_program()
         # A physical fault hits a finger that is pressing (a stalled finger at rest is harmless
         # and rightly not stopped); any finger when none presses.
         loads = self.loads()
