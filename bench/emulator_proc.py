@@ -1,7 +1,7 @@
 """The board emulator in a process of its own (not starved by the measuring process's GIL),
 with a line protocol on stdin/stdout for what the fault campaign reads:
 
-    started: prints ``port <pty path>``
+    started: prints ``port <pty path> <niceness>`` (raised to -10 when allowed: see main)
     ``log PATH SINCE``  writes command_log and fault_log entries at or after SINCE (monotonic s,
                         the same clock in every process) to PATH (JSON), prints ``ok``
     ``pos``             prints the true finger positions (JSON list, m; a frozen sensor's too)
@@ -13,14 +13,22 @@ Faults go through the control socket (``send_control``). Ends on EOF or SIGTERM.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from backhug_hw_interface.emulator import BoardEmulator
 
 
 def main() -> int:
+    # The emulator stands in for the board's microcontroller, which shares no CPU with the host:
+    # raise its priority (before its threads start: they inherit it) so the host's load does not
+    # starve it into a watchdog or link timeout no real board would have. Needs root; else 0.
+    try:
+        niceness = os.nice(-10)
+    except OSError:
+        niceness = os.nice(0)
     board = BoardEmulator(control_socket=sys.argv[1])
-    print('port', board.start(), flush=True)
+    print('port', board.start(), niceness, flush=True)
     try:
         for line in sys.stdin:
             words = line.split()

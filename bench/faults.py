@@ -536,6 +536,8 @@ def main(argv=None) -> int:
             # each family gets its share of the time left
             share_end = time.monotonic() + (deadline - time.monotonic()) / (len(families) - number)
             campaign = Campaign(family, Path(tmp), args.seed, only)
+            if campaign.emulator is not None:
+                meta['emulator_niceness'] = campaign.emulator.niceness
             try:
                 for _ in range(per_family):
                     if time.monotonic() > share_end:

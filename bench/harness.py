@@ -126,9 +126,10 @@ class EmulatorProcess:
         )
         self.lock = threading.Lock()
         line = self.process.stdout.readline().split()
-        if len(line) != 2 or line[0] != 'port':
+        if len(line) != 3 or line[0] != 'port':
             raise RuntimeError(f'board emulator did not start: {line}')
         self.port = line[1]
+        self.niceness = int(line[2])  # -10: prioritised as a separate board would be
 
     def control(self, command: str) -> str:
         from backhug_hw_interface.emulator import send_control
