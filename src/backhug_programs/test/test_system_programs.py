@@ -249,8 +249,14 @@ def test_a_safety_fault_aborts_with_the_reason_and_the_fingers_retract(ready, fa
     assert system.status.latched
     assert system.wait_retracted(20.0), f'not retracted: {system.positions()[fingers]}'
     retracted = time.monotonic()
-    with system.lock:
-        after = [f.max() for t, f in system.setpoints if t >= aborted + 0.2]
+
+    # The fingers can be down before 0.2 s after the abort: wait for setpoints after it.
+    def later() -> list:
+        with system.lock:
+            return [f.max() for t, f in system.setpoints if t >= aborted + 0.2]
+
+    wait_for(lambda: len(later()) >= 5, 5.0)
+    after = later()
     peak = max(s[3].max() for s in system.states_since(fault_at))
     print(
         f'\n{fault} on {name}: goal aborted {aborted - fault_at:.2f} s after the fault '
